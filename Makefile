@@ -1,0 +1,55 @@
+# glibloop: every target sets up what it needs (apt packages, .venv, pip).
+#   make demo    run the headless demo
+#   make test    build, run the tests, then run them again on an
+#                AddressSanitizer + UndefinedBehaviorSanitizer build
+#   make bench   side-by-side benchmarks against asyncio, uvloop, gi.events
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+APT_PACKAGES := gcc pkg-config libglib2.0-dev libgirepository1.0-dev \
+                libcairo2-dev gir1.2-glib-2.0 libasan8 libubsan1
+PYTEST_ARGS ?=
+
+.PHONY: all demo test test-fast test-asan bench build system-deps clean
+
+all: build
+
+system-deps: $(VENV)/.system-deps
+$(VENV)/.system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+	@mkdir -p $(VENV) && touch $@
+
+$(VENV)/.deps: requirements/test.txt | $(VENV)/.system-deps
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements/test.txt
+	touch $@
+
+build: $(VENV)/.deps
+	$(PY) -m pip install -q --no-build-isolation --no-deps \
+	  -Cbuild-dir=build/release -Csetup-args=-Dwerror=true .
+
+demo: build
+	$(PY) examples/demo.py
+
+test-fast: build
+	cd tests && ../$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) .
+
+test-asan: $(VENV)/.deps
+	tools/asan-run.sh $(PY) $(PYTEST_ARGS)
+
+test: test-fast test-asan
+
+bench: build
+	$(PY) bench/run.py
+
+clean:
+	rm -rf build dist

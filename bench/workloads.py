@@ -1,0 +1,503 @@
+"""Event-loop micro-benchmarks: one workload on one loop, in this process.
+
+Run as a script, it measures one (loop, workload) pair and prints a single JSON
+line on stdout for bench/run.py to parse:
+
+    python bench/workloads.py --loop uvloop --workload call_soon_chain --repeat 3
+
+The process does one warm-up run, then ``--repeat`` measured runs, each on a
+fresh loop, and reports the best (highest) ops/s.  Only the loop's work is
+timed: loop creation and closing are outside the clock.
+
+Adding a workload
+-----------------
+Write ``def my_workload(loop, size) -> (ops, seconds)`` and decorate it with
+``@workload("name", size=..., description=...)``.  The function gets a fresh,
+not-yet-running loop, does ``size`` units of work on it, checks that the work
+really happened (raise ``WorkloadError`` if not), and returns how many
+operations it counted and the seconds they took, measured with
+``time.perf_counter``.  It must not close the loop.  ``run.py`` picks every
+registered workload up automatically.
+
+Adding a loop works the same way: register a factory in ``LOOPS`` with
+``@loop_factory("name")``.  The factory imports lazily, so a loop that is not
+installed only makes its own runs report "unavailable".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import gc
+import json
+import platform
+import sys
+import threading
+import time
+import traceback
+from typing import Callable
+
+# Exit codes of the script, so the parent can tell "loop not installed" from
+# "workload crashed" even when it cannot parse the JSON line.
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_UNAVAILABLE = 3
+
+
+class WorkloadError(RuntimeError):
+    """The loop did not do the work it was asked to do (wrong count, lost timer...)."""
+
+
+# --------------------------------------------------------------------------
+# Loops
+# --------------------------------------------------------------------------
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+#: name -> function returning a callable that creates a fresh loop.
+#: The outer call does the imports (and may raise ImportError), the returned
+#: callable is then used once per run.
+LOOPS: dict[str, Callable[[], LoopFactory]] = {}
+
+
+def loop_factory(name: str):
+    def register(fn):
+        LOOPS[name] = fn
+        return fn
+    return register
+
+
+@loop_factory("glibloop")
+def _glibloop():
+    import glibloop
+    return glibloop.new_event_loop
+
+
+@loop_factory("asyncio")
+def _asyncio():
+    # Stock asyncio on Linux: the selector loop (epoll), as asyncio.run() uses.
+    return asyncio.SelectorEventLoop
+
+
+@loop_factory("uvloop")
+def _uvloop():
+    import uvloop
+    return uvloop.new_event_loop
+
+
+@loop_factory("gi.events")
+def _gi_events():
+    # PyGObject >= 3.50.  The policy's new_event_loop() creates a GLibEventLoop
+    # on a new GMainContext, which is what we want for an isolated run.
+    from gi.events import GLibEventLoopPolicy
+    policy = GLibEventLoopPolicy()
+    return policy.new_event_loop
+
+
+def loop_versions() -> dict:
+    """Python, GLib and each loop's version (or why it cannot be imported)."""
+    info = {
+        "python": platform.python_version(),
+        "python_impl": platform.python_implementation(),
+        "platform": platform.platform(),
+        "glib": _glib_runtime_version(),
+        "loops": {},
+    }
+    for name, get_factory in LOOPS.items():
+        try:
+            get_factory()
+        except Exception as exc:  # noqa: BLE001 - any import problem means n/a
+            info["loops"][name] = {"available": False,
+                                   "error": f"{type(exc).__name__}: {exc}"}
+            continue
+        info["loops"][name] = {"available": True, "version": _version_of(name)}
+    return info
+
+
+def _version_of(loop_name: str) -> str:
+    if loop_name == "asyncio":
+        return platform.python_version()
+    if loop_name == "uvloop":
+        import uvloop
+        return uvloop.__version__
+    if loop_name == "gi.events":
+        import gi
+        return "PyGObject " + gi.__version__
+    if loop_name == "glibloop":
+        import glibloop
+        version = getattr(glibloop, "__version__", "unknown")
+        return f"{version} ({glibloop.__file__})"
+    return "unknown"
+
+
+def _glib_runtime_version() -> str:
+    """The GLib the process actually loads, not the one a typelib was built for."""
+    try:
+        import ctypes
+        lib = ctypes.CDLL("libglib-2.0.so.0")
+        parts = [ctypes.c_uint.in_dll(lib, name).value
+                 for name in ("glib_major_version", "glib_minor_version",
+                              "glib_micro_version")]
+        return ".".join(map(str, parts))
+    except (OSError, ValueError):
+        return "unknown"
+
+
+# --------------------------------------------------------------------------
+# Workload registry
+# --------------------------------------------------------------------------
+
+WorkloadFn = Callable[[asyncio.AbstractEventLoop, int], "tuple[int, float]"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    name: str
+    fn: WorkloadFn
+    #: Units of work per measured run at scale 1.0.
+    size: int
+    description: str
+    #: Per-loop multiplier on ``size``; keeps very slow loops (gi.events) from
+    #: dominating the suite's run time.  ops/s is still comparable because the
+    #: per-operation cost does not depend on the count.
+    loop_scale: dict = dataclasses.field(default_factory=dict)
+    #: Minimum glibloop/<loop> ratio the project aims for on this workload.
+    targets: dict = dataclasses.field(default_factory=dict)
+    #: Smallest size worth measuring (e.g. the timer workload needs enough
+    #: timers for cancellation to matter).
+    min_size: int = 1000
+    #: The size is part of the workload's definition (per-op cost depends on
+    #: it, e.g. through GC passes over every live handle): ``--scale`` and
+    #: ``--quick`` leave it alone.
+    fixed_size: bool = False
+
+    def size_for(self, loop_name: str, scale: float = 1.0) -> int:
+        if self.fixed_size:
+            scale = 1.0
+        n = int(self.size * scale * self.loop_scale.get(loop_name, 1.0))
+        return max(n, self.min_size)
+
+
+WORKLOADS: dict[str, Workload] = {}
+
+#: Every workload in the original issue aims at glibloop >= 1.0x uvloop.
+DEFAULT_TARGETS = {"uvloop": 1.0}
+
+
+def workload(name: str, *, size: int, description: str,
+             loop_scale: dict | None = None, targets: dict | None = None,
+             min_size: int = 1000, fixed_size: bool = False):
+    def register(fn):
+        WORKLOADS[name] = Workload(
+            name=name, fn=fn, size=size, description=description,
+            loop_scale=dict(loop_scale or {}),
+            targets=dict(DEFAULT_TARGETS if targets is None else targets),
+            min_size=min_size, fixed_size=fixed_size)
+        return fn
+    return register
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise WorkloadError(message)
+
+
+# gi.events runs asyncio's Python _run_once once per GLib iteration, with a
+# Python GSource prepare/check around it: several times slower than asyncio per
+# round.  Its share of the work is scaled down where that cost dominates, so
+# the suite stays short; ops/s stays comparable (per-op cost is flat in N).
+_SLOW_GI = {"gi.events": 0.2}
+_HALF_GI = {"gi.events": 0.5}
+
+
+# --------------------------------------------------------------------------
+# Workloads
+# --------------------------------------------------------------------------
+
+@workload("call_soon_chain", size=200_000, loop_scale=_SLOW_GI,
+          targets={"uvloop": 1.0, "gi.events": 5.0},
+          description="one callback that reschedules itself with call_soon; "
+                      "ops = callbacks run (one per loop iteration)")
+def call_soon_chain(loop, size):
+    left = size
+    call_soon = loop.call_soon
+
+    def step():
+        nonlocal left
+        left -= 1
+        if left:
+            call_soon(step)
+        else:
+            loop.stop()
+
+    call_soon(step)
+    t0 = time.perf_counter()
+    loop.run_forever()
+    elapsed = time.perf_counter() - t0
+    _check(left == 0, f"chain stopped with {left} steps left")
+    return size, elapsed
+
+
+@workload("call_soon_burst", size=300_000, fixed_size=True,
+          description="one callback schedules 300,000 call_soon callbacks, the "
+                      "loop runs them; ops = callbacks run (scheduling is timed)")
+def call_soon_burst(loop, size):
+    ran = 0
+    call_soon = loop.call_soon
+
+    def tick():
+        nonlocal ran
+        ran += 1
+
+    def burst():
+        for _ in range(size):
+            call_soon(tick)
+        # FIFO order: stop runs after every tick of the burst.
+        call_soon(loop.stop)
+
+    call_soon(burst)
+    t0 = time.perf_counter()
+    loop.run_forever()
+    elapsed = time.perf_counter() - t0
+    _check(ran == size, f"burst ran {ran} of {size} callbacks")
+    return size, elapsed
+
+
+SLEEP_TASKS = 10
+
+
+@workload("sleep0_10_tasks", size=200_000, loop_scale=_HALF_GI,
+          description=f"{SLEEP_TASKS} tasks each looping on "
+                      "`await asyncio.sleep(0)`; ops = total sleeps")
+def sleep0_tasks(loop, size):
+    per_task = size // SLEEP_TASKS
+    done = [0] * SLEEP_TASKS
+
+    async def sleeper(index):
+        sleep = asyncio.sleep
+        for _ in range(per_task):
+            await sleep(0)
+        done[index] = per_task
+
+    async def main():
+        await asyncio.gather(*(sleeper(i) for i in range(SLEEP_TASKS)))
+
+    t0 = time.perf_counter()
+    loop.run_until_complete(main())
+    elapsed = time.perf_counter() - t0
+    total = sum(done)
+    _check(total == per_task * SLEEP_TASKS, f"only {total} sleeps completed")
+    return total, elapsed
+
+
+TIMER_SPREAD = 0.005  # seconds
+
+
+@workload("call_later_cancel", size=50_000, min_size=2000, fixed_size=True,
+          description="50,000 call_later timers with delays spread over "
+                      f"0-{TIMER_SPREAD * 1000:g} ms, every second one cancelled "
+                      "and rescheduled; ops = timers fired (all must fire)")
+def call_later_cancel(loop, size):
+    # Delays are a deterministic permutation, so the timer heap is filled out of
+    # order, and short enough that every loop is limited by its own timer
+    # handling, not by waiting for the clock.
+    fired = bytearray(size)
+    count = 0
+    half = size // 2
+    # Multiplying by a prime that does not divide size permutes 0..size-1.
+    stride = 7919 if size % 7919 else 7907
+
+    def spread(salt):
+        return [((i * stride + salt) % size) * (TIMER_SPREAD / size)
+                for i in range(size)]
+
+    first_delays, second_delays = spread(0), spread(half)
+
+    def fire(i):
+        nonlocal count
+        fired[i] += 1
+        count += 1
+        if count == size:
+            loop.stop()
+
+    def start():
+        call_later = loop.call_later
+        handles = [call_later(first_delays[i], fire, i) for i in range(size)]
+        # Cancel every second timer and put a new one in its place, with a
+        # different delay; the new one fires under the same index.
+        for i in range(1, size, 2):
+            handles[i].cancel()
+            call_later(second_delays[i], fire, i)
+
+    loop.call_soon(start)
+    t0 = time.perf_counter()
+    loop.run_forever()
+    elapsed = time.perf_counter() - t0
+    _check(count == size, f"{count} of {size} timers fired")
+    # A cancelled timer that fired anyway shows up as an index fired twice.
+    _check(fired.count(1) == size, "some timer fired twice or never: "
+           f"{fired.count(0)} never, {size - fired.count(0) - fired.count(1)} twice")
+    return count, elapsed
+
+
+@workload("queue_ping_pong", size=50_000, loop_scale={"gi.events": 0.25},
+          description="two tasks bounce one item over two asyncio.Queue "
+                      "objects; ops = round trips")
+def queue_ping_pong(loop, size):
+    trips = 0
+
+    async def ping(to_pong, to_ping):
+        nonlocal trips
+        for i in range(size):
+            await to_pong.put(i)
+            reply = await to_ping.get()
+            if reply != i:
+                raise WorkloadError(f"expected {i}, got {reply}")
+            trips += 1
+
+    async def pong(to_pong, to_ping):
+        for _ in range(size):
+            await to_ping.put(await to_pong.get())
+
+    async def main():
+        # Queues are created inside the running loop (3.9 and older bound them
+        # to get_event_loop() at construction).
+        to_pong, to_ping = asyncio.Queue(), asyncio.Queue()
+        await asyncio.gather(ping(to_pong, to_ping), pong(to_pong, to_ping))
+
+    t0 = time.perf_counter()
+    loop.run_until_complete(main())
+    elapsed = time.perf_counter() - t0
+    _check(trips == size, f"{trips} of {size} round trips")
+    return trips, elapsed
+
+
+@workload("call_soon_threadsafe", size=100_000, loop_scale=_HALF_GI,
+          description="another thread calls call_soon_threadsafe N times; the "
+                      "loop counts callbacks until all N arrived; ops = callbacks")
+def call_soon_threadsafe(loop, size):
+    arrived = 0
+
+    def on_arrival():
+        nonlocal arrived
+        arrived += 1
+        if arrived == size:
+            loop.stop()
+
+    def producer():
+        call = loop.call_soon_threadsafe
+        for _ in range(size):
+            call(on_arrival)
+
+    thread = threading.Thread(target=producer, name="bench-producer")
+    # The thread starts from inside the running loop, so the loop is already
+    # waiting when the first callback arrives.
+    loop.call_soon(thread.start)
+    t0 = time.perf_counter()
+    loop.run_forever()
+    elapsed = time.perf_counter() - t0
+    thread.join()
+    _check(arrived == size, f"{arrived} of {size} callbacks arrived")
+    return arrived, elapsed
+
+
+# --------------------------------------------------------------------------
+# Running
+# --------------------------------------------------------------------------
+
+def measure(loop_name: str, workload_name: str, *, repeat: int = 3,
+            scale: float = 1.0, warmup: bool = True) -> dict:
+    """Run one workload on one loop; raises ImportError if the loop is missing."""
+    make_loop = LOOPS[loop_name]()
+    spec = WORKLOADS[workload_name]
+    size = spec.size_for(loop_name, scale)
+
+    def one_run(n):
+        loop = make_loop()
+        try:
+            # Earlier runs' garbage must not be collected on this run's clock.
+            gc.collect()
+            ops, seconds = spec.fn(loop, n)
+        finally:
+            loop.close()
+        return ops, seconds
+
+    if warmup:
+        # A shorter run: imports, code paths and allocator pools get warm.
+        one_run(max(spec.min_size, size // 5))
+
+    runs = []
+    for _ in range(max(1, repeat)):
+        ops, seconds = one_run(size)
+        runs.append({"ops": ops, "seconds": seconds,
+                     "ops_per_sec": ops / seconds if seconds > 0 else float("inf")})
+    best = max(runs, key=lambda r: r["ops_per_sec"])
+    return {
+        "status": "ok",
+        "loop": loop_name,
+        "workload": workload_name,
+        "size": size,
+        "ops": best["ops"],
+        "seconds": best["seconds"],
+        "ops_per_sec": best["ops_per_sec"],
+        "runs": [r["ops_per_sec"] for r in runs],
+    }
+
+
+def _parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--loop", choices=sorted(LOOPS))
+    parser.add_argument("--workload", choices=sorted(WORKLOADS))
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="measured runs after the warm-up; best is reported")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiply every workload's size (e.g. 0.25 for a quick run)")
+    parser.add_argument("--no-warmup", action="store_true")
+    parser.add_argument("--list", action="store_true",
+                        help="print the registered workloads and loops as JSON")
+    parser.add_argument("--versions", action="store_true",
+                        help="print Python/GLib/loop versions as JSON")
+    args = parser.parse_args(argv)
+    if not (args.list or args.versions) and not (args.loop and args.workload):
+        parser.error("--loop and --workload are required")
+    return args
+
+
+def _emit(obj) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+def main(argv=None) -> int:
+    args = _parse_args(argv)
+    if args.versions:
+        _emit(loop_versions())
+        return EXIT_OK
+    if args.list:
+        _emit({"loops": list(LOOPS),
+               "workloads": {name: {"size": w.size, "description": w.description,
+                                    "loop_scale": w.loop_scale, "targets": w.targets,
+                                    "fixed_size": w.fixed_size}
+                             for name, w in WORKLOADS.items()}})
+        return EXIT_OK
+
+    base = {"loop": args.loop, "workload": args.workload}
+    try:
+        LOOPS[args.loop]()
+    except Exception as exc:  # noqa: BLE001 - import failure of any kind
+        _emit({**base, "status": "unavailable",
+               "error": f"{type(exc).__name__}: {exc}"})
+        return EXIT_UNAVAILABLE
+    try:
+        result = measure(args.loop, args.workload, repeat=args.repeat,
+                         scale=args.scale, warmup=not args.no_warmup)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, not hidden
+        traceback.print_exc()
+        _emit({**base, "status": "error", "error": f"{type(exc).__name__}: {exc}"})
+        return EXIT_ERROR
+    _emit(result)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""glibloop: an asyncio event loop written in C on the GLib main loop.
+
+    import asyncio, glibloop
+    glibloop.run(main())
+    asyncio.run(main(), loop_factory=glibloop.new_event_loop)   # 3.12+
+"""
+
+from __future__ import annotations
+
+import asyncio as _asyncio
+import sys as _sys
+import warnings as _warnings
+
+from . import _core
+from ._loop import Loop
+
+__version__ = _core.__version__
+GLIB_VERSION = _core.GLIB_VERSION
+
+__all__ = ["Loop", "new_event_loop", "run", "install", "EventLoopPolicy", "__version__"]
+
+
+def new_event_loop(context=None) -> Loop:
+    """Return a new glibloop event loop.
+
+    ``context`` is an optional ``GLib.MainContext`` to run on; by default the
+    main thread uses GLib's default context and other threads a new one.
+    """
+    return Loop(context)
+
+
+def run(main, *, debug=None, **run_kwargs):
+    """Run a coroutine on a new glibloop loop, like asyncio.run()."""
+    if not _asyncio.iscoroutine(main):
+        raise TypeError(f"a coroutine was expected, got {main!r}")
+    with _asyncio.Runner(debug=debug, loop_factory=new_event_loop, **run_kwargs) as runner:
+        return runner.run(main)
+
+
+_PolicyBase = getattr(_asyncio.events, "BaseDefaultEventLoopPolicy", None) or getattr(
+    _asyncio.events, "_BaseDefaultEventLoopPolicy"
+)
+
+
+class EventLoopPolicy(_PolicyBase):
+    """An event loop policy whose new_event_loop() returns glibloop loops."""
+
+    def _loop_factory(self):
+        return new_event_loop()
+
+    def __repr__(self):
+        return f"<{type(self).__name__}>"
+
+
+def install() -> None:
+    """Make glibloop the loop of asyncio.new_event_loop() and asyncio.run()
+    for code that cannot pass a loop factory (sets the event loop policy)."""
+    if _sys.version_info >= (3, 12):
+        _warnings.warn(
+            "glibloop.install() sets the event loop policy, which CPython "
+            "deprecates; prefer glibloop.run() or "
+            "asyncio.run(..., loop_factory=glibloop.new_event_loop)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+    _asyncio.set_event_loop_policy(EventLoopPolicy())

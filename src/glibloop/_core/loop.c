@@ -1,0 +1,1387 @@
+/* The Loop type: lifecycle, scheduling, the ready queue, batches of
+ * asyncio rounds, readers and writers, and the thread-safe queue.
+ * Cold paths that are naturally coroutines or logging (shutdown_*,
+ * run_in_executor, the default exception handler) live in _loop.py. */
+#include "internal.h"
+
+#include <errno.h>
+#include <math.h>
+#include <sys/epoll.h>
+#include <structmember.h>
+
+#define GL_EPOLL_BATCH 256
+#define GL_DEFAULT_BUDGET_NS (1 * GL_NS_PER_MS)
+
+/* ------------------------------------------------------------------ */
+/* ready queue                                                        */
+
+static int
+ready_grow(gl_ready *q)
+{
+    uint64_t cap = q->items ? (q->mask + 1) * 2 : 256;
+    gl_handle **items = PyMem_Malloc((size_t)cap * sizeof(*items));
+    if (items == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (uint64_t i = q->head; i < q->tail; i++) {
+        items[i & (cap - 1)] = q->items[i & q->mask];
+    }
+    PyMem_Free(q->items);
+    q->items = items;
+    q->mask = cap - 1;
+    return 0;
+}
+
+int
+gl_loop_push_ready(gl_loop *loop, gl_handle *h)
+{
+    gl_ready *q = &loop->ready;
+    if (q->items == NULL || q->tail - q->head > q->mask) {
+        if (ready_grow(q) < 0) {
+            return -1;
+        }
+    }
+    q->items[q->tail & q->mask] = (gl_handle *)Py_NewRef(h);
+    __atomic_store_n(&q->tail, q->tail + 1, __ATOMIC_RELAXED);
+    return 0;
+}
+
+static void
+ready_clear(gl_ready *q)
+{
+    /* Detach first: a finalizer run by a DECREF may call back in. */
+    gl_handle **items = q->items;
+    uint64_t head = q->head, tail = q->tail, mask = q->mask;
+    q->items = NULL;
+    q->head = q->tail = 0;
+    q->mask = 0;
+    for (uint64_t i = head; i < tail; i++) {
+        Py_DECREF(items[i & mask]);
+    }
+    PyMem_Free(items);
+}
+
+static void
+ts_clear(gl_loop *loop)
+{
+    g_mutex_lock(&loop->ts_lock);
+    gl_handle **items = loop->ts_items;
+    Py_ssize_t n = loop->ts_size;
+    loop->ts_items = NULL;
+    loop->ts_size = loop->ts_capacity = 0;
+    __atomic_store_n(&loop->ts_pending, 0, __ATOMIC_RELEASE);
+    g_mutex_unlock(&loop->ts_lock);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_DECREF(items[i]);
+    }
+    g_free(items);
+}
+
+/* ------------------------------------------------------------------ */
+/* errors and checks                                                  */
+
+int
+gl_loop_check_not_closed(gl_loop *loop)
+{
+    if (loop->closed) {
+        PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+check_thread(gl_loop *loop)
+{
+    if (loop->debug && loop->running &&
+        loop->thread_id != PyThread_get_thread_ident()) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "Non-thread-safe operation invoked on an event loop "
+                        "other than the current one");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+is_coroutine_function(PyObject *cb)
+{
+    if (PyMethod_Check(cb)) {
+        cb = PyMethod_GET_FUNCTION(cb);
+    }
+    if (PyFunction_Check(cb)) {
+        PyCodeObject *code = (PyCodeObject *)PyFunction_GET_CODE(cb);
+        return (code->co_flags & CO_COROUTINE) != 0;
+    }
+    return 0;
+}
+
+static int
+check_callback(PyObject *cb, const char *method)
+{
+    if (PyCoro_CheckExact(cb) || is_coroutine_function(cb)) {
+        PyErr_Format(PyExc_TypeError, "coroutines cannot be used with %s()",
+                     method);
+        return -1;
+    }
+    if (!PyCallable_Check(cb)) {
+        PyErr_Format(PyExc_TypeError,
+                     "a callable object was expected by %s(), got %R",
+                     method, cb);
+        return -1;
+    }
+    return 0;
+}
+
+void
+gl_loop_report_error(gl_loop *loop, PyObject *message, PyObject *exc,
+                     gl_handle *h)
+{
+    gl_state *st = loop->st;
+    PyObject *ctx = PyDict_New();
+    if (ctx == NULL ||
+        PyDict_SetItem(ctx, st->str_message, message) < 0 ||
+        (exc && PyDict_SetItem(ctx, st->str_exception, exc) < 0) ||
+        (h && PyDict_SetItem(ctx, st->str_handle, (PyObject *)h) < 0) ||
+        (h && h->source_traceback &&
+         PyDict_SetItem(ctx, st->str_source_traceback, h->source_traceback) < 0)) {
+        Py_XDECREF(ctx);
+        PyErr_WriteUnraisable((PyObject *)loop);
+        return;
+    }
+    PyObject *res = PyObject_CallMethodOneArg(
+        (PyObject *)loop, st->str_call_exception_handler, ctx);
+    Py_DECREF(ctx);
+    if (res == NULL) {
+        PyErr_WriteUnraisable((PyObject *)loop);
+    }
+    Py_XDECREF(res);
+}
+
+/* Keeps a SystemExit/KeyboardInterrupt (the current exception) to be
+ * raised by run_forever once GLib returns, and asks GLib to return. */
+static void
+stash_exception(gl_loop *loop)
+{
+    PyObject *exc = gl_err_fetch();
+    if (loop->pending_exc == NULL && exc != NULL) {
+        loop->pending_exc = exc;
+    }
+    else {
+        Py_XDECREF(exc);
+    }
+    if (loop->mainloop != NULL) {
+        g_main_loop_quit(loop->mainloop);
+    }
+    else if (loop->pending_exc != NULL) {
+        /* GLib is running us from elsewhere: nobody can receive it. */
+        gl_err_restore(loop->pending_exc);
+        loop->pending_exc = NULL;
+        PyErr_WriteUnraisable((PyObject *)loop);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* timers                                                             */
+
+void
+gl_loop_update_deadline(gl_loop *loop)
+{
+    gl_timer *top;
+    while ((top = gl_timers_peek(&loop->timers)) && top->base.cancelled) {
+        Py_DECREF(gl_timers_pop(&loop->timers));
+    }
+    int64_t deadline = top ? top->when_ns : GL_NO_DEADLINE;
+    __atomic_store_n(&loop->next_deadline_ns, deadline, __ATOMIC_RELAXED);
+}
+
+static int
+collect_timers(gl_loop *loop, int64_t now)
+{
+    gl_timers *t = &loop->timers;
+    if (t->size > 64 && t->cancelled * 2 > t->size) {
+        gl_timers_compact(t);
+    }
+    gl_timer *top;
+    while ((top = gl_timers_peek(t)) &&
+           (top->base.cancelled || top->when_ns <= now)) {
+        gl_timer *timer = gl_timers_pop(t);
+        int rc = timer->base.cancelled
+            ? 0 : gl_loop_push_ready(loop, &timer->base);
+        Py_DECREF(timer);
+        if (rc < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+timer_due(gl_loop *loop, int64_t now)
+{
+    gl_timer *top = gl_timers_peek(&loop->timers);
+    return top && (top->base.cancelled || top->when_ns <= now);
+}
+
+/* ------------------------------------------------------------------ */
+/* one batch of rounds                                                */
+
+static int
+collect_threadsafe(gl_loop *loop)
+{
+    if (!__atomic_load_n(&loop->ts_pending, __ATOMIC_ACQUIRE)) {
+        return 0;
+    }
+    g_mutex_lock(&loop->ts_lock);
+    gl_handle **items = loop->ts_items;
+    Py_ssize_t n = loop->ts_size;
+    loop->ts_items = NULL;
+    loop->ts_size = loop->ts_capacity = 0;
+    __atomic_store_n(&loop->ts_pending, 0, __ATOMIC_RELEASE);
+    g_mutex_unlock(&loop->ts_lock);
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (rc == 0 && gl_loop_push_ready(loop, items[i]) < 0) {
+            rc = -1;
+        }
+        Py_DECREF(items[i]);
+    }
+    g_free(items);
+    return rc;
+}
+
+static int
+poll_io(gl_loop *loop)
+{
+    struct epoll_event events[GL_EPOLL_BATCH];
+    int n = epoll_wait(loop->poll.epfd, events, GL_EPOLL_BATCH, 0);
+    if (n < 0) {
+        return errno == EINTR ? 0 : (PyErr_SetFromErrno(PyExc_OSError), -1);
+    }
+    for (int i = 0; i < n; i++) {
+        int fd = events[i].data.fd;
+        uint32_t ev = events[i].events;
+        if (fd < 0) {
+            gl_poll_drain_timer(&loop->poll);
+            continue;
+        }
+        /* As asyncio's selectors: an error or hang-up wakes both sides. */
+        gl_handle *reader = gl_poll_get(&loop->poll, fd, 0);
+        if (reader && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) &&
+            gl_loop_push_ready(loop, reader) < 0) {
+            return -1;
+        }
+        gl_handle *writer = gl_poll_get(&loop->poll, fd, 1);
+        if (writer && (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) &&
+            gl_loop_push_ready(loop, writer) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void
+run_timed(gl_loop *loop, gl_handle *h, int *rc)
+{
+    int64_t t0 = gl_monotonic_ns();
+    *rc = gl_handle_run(h);
+    double dt = (double)(gl_monotonic_ns() - t0) / 1e9;
+    if (*rc == 0 && dt >= loop->slow_callback_duration) {
+        PyObject *res = PyObject_CallMethod((PyObject *)loop,
+                                            "_log_slow_callback", "Od",
+                                            (PyObject *)h, dt);
+        if (res == NULL) {
+            PyErr_WriteUnraisable((PyObject *)loop);
+        }
+        Py_XDECREF(res);
+    }
+}
+
+/* Runs the handles that were ready when the round started. */
+static int
+run_round(gl_loop *loop)
+{
+    gl_ready *q = &loop->ready;
+    uint64_t end = q->tail;
+    while (q->head < end) {
+        gl_handle *h = q->items[q->head & q->mask];
+        __atomic_store_n(&q->head, q->head + 1, __ATOMIC_RELAXED);
+        int rc = 0;
+        if (!h->cancelled) {
+            loop->current_handle = h;
+            if (loop->debug) {
+                run_timed(loop, h, &rc);
+            }
+            else {
+                rc = gl_handle_run(h);
+            }
+            loop->current_handle = NULL;
+        }
+        Py_DECREF(h);
+        if (rc < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void
+gl_loop_run_batch(gl_loop *loop)
+{
+    if (loop->closed || loop->pending_exc != NULL) {
+        return;
+    }
+    loop->dispatch_depth++;
+    int64_t now = gl_monotonic_ns();
+    int64_t budget_end = now + loop->batch_budget_ns;
+    for (;;) {
+        if (collect_threadsafe(loop) < 0) {
+            goto fail;
+        }
+        gl_poll_drain_timer(&loop->poll);
+        if (loop->poll.active > 0 && poll_io(loop) < 0) {
+            goto fail;
+        }
+        now = gl_monotonic_ns();
+        if (collect_timers(loop, now) < 0) {
+            goto fail;
+        }
+        if (run_round(loop) < 0) {
+            goto fail;
+        }
+        if (loop->closed) {
+            break;
+        }
+        if (loop->stopping) {
+            loop->stopping = 0;
+            if (loop->mainloop != NULL) {
+                g_main_loop_quit(loop->mainloop);
+            }
+            break;
+        }
+        now = gl_monotonic_ns();
+        if (loop->ready.head == loop->ready.tail &&
+            !__atomic_load_n(&loop->ts_pending, __ATOMIC_ACQUIRE) &&
+            !timer_due(loop, now)) {
+            break;
+        }
+        if (now >= budget_end) {
+            break;
+        }
+    }
+    goto done;
+fail:
+    stash_exception(loop);
+done:
+    if (!loop->closed) {
+        gl_loop_update_deadline(loop);
+    }
+    loop->dispatch_depth--;
+}
+
+/* ------------------------------------------------------------------ */
+/* argument helpers                                                   */
+
+static int
+kw_is(PyObject *name, PyObject *interned)
+{
+    return name == interned ||
+           PyUnicode_Compare(name, interned) == 0;
+}
+
+/* Parses the only keyword of call_soon & co, `context`. */
+static int
+parse_context_kw(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs,
+                 PyObject *kwnames, const char *method, PyObject **context)
+{
+    *context = NULL;
+    if (kwnames == NULL) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+        if (!kw_is(name, loop->st->str_context)) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() got an unexpected keyword argument '%U'",
+                         method, name);
+            return -1;
+        }
+        *context = args[nargs + i];
+    }
+    if (*context == Py_None) {
+        *context = NULL;
+    }
+    if (*context != NULL && !PyContext_CheckExact(*context)) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s(): context must be a contextvars.Context, not %T",
+                     method, *context);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+args_tuple(PyObject *const *args, Py_ssize_t n)
+{
+    PyObject *t = PyTuple_New(n);
+    if (t == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyTuple_SET_ITEM(t, i, Py_NewRef(args[i]));
+    }
+    return t;
+}
+
+static int
+need_args(Py_ssize_t nargs, Py_ssize_t min, const char *method,
+          const char *names)
+{
+    if (nargs < min) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() missing required positional argument(s): %s",
+                     method, names);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* call_soon and timers                                               */
+
+static PyObject *
+schedule_soon(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs,
+              PyObject *kwnames, const char *method)
+{
+    PyObject *context;
+    if (need_args(nargs, 1, method, "'callback'") < 0 ||
+        parse_context_kw(loop, args, nargs, kwnames, method, &context) < 0 ||
+        gl_loop_check_not_closed(loop) < 0 ||
+        check_callback(args[0], method) < 0) {
+        return NULL;
+    }
+    PyObject *cbargs = args_tuple(args + 1, nargs - 1);
+    if (cbargs == NULL) {
+        return NULL;
+    }
+    gl_handle *h = gl_handle_new(loop->st, (PyObject *)loop, args[0], cbargs,
+                                 context);
+    Py_DECREF(cbargs);
+    return (PyObject *)h;
+}
+
+static PyObject *
+loop_call_soon(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs,
+               PyObject *kwnames)
+{
+    if (loop->debug && check_thread(loop) < 0) {
+        return NULL;
+    }
+    gl_handle *h = (gl_handle *)schedule_soon(loop, args, nargs, kwnames,
+                                              "call_soon");
+    if (h == NULL) {
+        return NULL;
+    }
+    if (gl_loop_push_ready(loop, h) < 0) {
+        Py_DECREF(h);
+        return NULL;
+    }
+    return (PyObject *)h;
+}
+
+static PyObject *
+loop_call_soon_threadsafe(gl_loop *loop, PyObject *const *args,
+                          Py_ssize_t nargs, PyObject *kwnames)
+{
+    gl_handle *h = (gl_handle *)schedule_soon(loop, args, nargs, kwnames,
+                                              "call_soon_threadsafe");
+    if (h == NULL) {
+        return NULL;
+    }
+    g_mutex_lock(&loop->ts_lock);
+    if (loop->ts_size == loop->ts_capacity) {
+        Py_ssize_t cap = loop->ts_capacity ? loop->ts_capacity * 2 : 16;
+        gl_handle **items = g_try_realloc(loop->ts_items,
+                                          (size_t)cap * sizeof(*items));
+        if (items == NULL) {
+            g_mutex_unlock(&loop->ts_lock);
+            Py_DECREF(h);
+            return PyErr_NoMemory();
+        }
+        loop->ts_items = items;
+        loop->ts_capacity = cap;
+    }
+    loop->ts_items[loop->ts_size++] = (gl_handle *)Py_NewRef(h);
+    int was_empty = loop->ts_size == 1;
+    __atomic_store_n(&loop->ts_pending, 1, __ATOMIC_RELEASE);
+    g_mutex_unlock(&loop->ts_lock);
+    if (was_empty) {
+        gl_source_wakeup(loop);
+    }
+    return (PyObject *)h;
+}
+
+static int64_t
+seconds_to_ns(double s)
+{
+    /* Round up so a timer never fires before its time. */
+    double ns = ceil(s * 1e9);
+    if (ns >= 9.2e18) {
+        return GL_NO_DEADLINE - 1;
+    }
+    if (ns <= -9.2e18) {
+        return INT64_MIN + 1;
+    }
+    return (int64_t)ns;
+}
+
+static PyObject *
+schedule_timer(gl_loop *loop, double when, int64_t when_ns,
+               PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+               const char *method)
+{
+    PyObject *context;
+    if (parse_context_kw(loop, args, nargs, kwnames, method, &context) < 0 ||
+        gl_loop_check_not_closed(loop) < 0 ||
+        (loop->debug && check_thread(loop) < 0) ||
+        check_callback(args[0], method) < 0) {
+        return NULL;
+    }
+    PyObject *cbargs = args_tuple(args + 1, nargs - 1);
+    if (cbargs == NULL) {
+        return NULL;
+    }
+    gl_timer *t = gl_timer_new(loop->st, (PyObject *)loop, when, when_ns,
+                               args[0], cbargs, context);
+    Py_DECREF(cbargs);
+    if (t == NULL) {
+        return NULL;
+    }
+    if (gl_timers_push(&loop->timers, t) < 0) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    if (when_ns < __atomic_load_n(&loop->next_deadline_ns, __ATOMIC_RELAXED)) {
+        __atomic_store_n(&loop->next_deadline_ns, when_ns, __ATOMIC_RELAXED);
+    }
+    return (PyObject *)t;
+}
+
+static int
+number_arg(PyObject *v, const char *what, double *out)
+{
+    if (v == Py_None) {
+        PyErr_Format(PyExc_TypeError, "%s cannot be None", what);
+        return -1;
+    }
+    if (PyFloat_CheckExact(v)) {
+        *out = PyFloat_AS_DOUBLE(v);
+        return 0;
+    }
+    if (!PyNumber_Check(v)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a number, not %T", what, v);
+        return -1;
+    }
+    *out = PyFloat_AsDouble(v);
+    return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static PyObject *
+loop_call_later(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs,
+                PyObject *kwnames)
+{
+    double delay;
+    if (need_args(nargs, 2, "call_later", "'delay' and 'callback'") < 0 ||
+        number_arg(args[0], "delay", &delay) < 0) {
+        return NULL;
+    }
+    int64_t now = gl_monotonic_ns();
+    int64_t delay_ns = seconds_to_ns(delay);
+    int64_t when_ns = (delay_ns > 0 && now > GL_NO_DEADLINE - 1 - delay_ns)
+        ? GL_NO_DEADLINE - 1 : now + delay_ns;
+    double when = (double)now / 1e9 + delay;
+    return schedule_timer(loop, when, when_ns, args + 1, nargs - 1, kwnames,
+                          "call_later");
+}
+
+static PyObject *
+loop_call_at(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs,
+             PyObject *kwnames)
+{
+    double when;
+    if (need_args(nargs, 2, "call_at", "'when' and 'callback'") < 0 ||
+        number_arg(args[0], "when", &when) < 0) {
+        return NULL;
+    }
+    return schedule_timer(loop, when, seconds_to_ns(when), args + 1,
+                          nargs - 1, kwnames, "call_at");
+}
+
+static PyObject *
+loop_time(gl_loop *Py_UNUSED(loop), PyObject *Py_UNUSED(ignored))
+{
+    return PyFloat_FromDouble((double)gl_monotonic_ns() / 1e9);
+}
+
+/* ------------------------------------------------------------------ */
+/* readers and writers                                                */
+
+static int
+fileobj_to_fd(PyObject *obj)
+{
+    long fd;
+    if (PyLong_Check(obj)) {
+        fd = PyLong_AsLong(obj);
+        if (fd == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+    }
+    else {
+        PyObject *r = PyObject_CallMethod(obj, "fileno", NULL);
+        if (r == NULL || !PyLong_Check(r)) {
+            if (r == NULL && !PyErr_ExceptionMatches(PyExc_AttributeError) &&
+                !PyErr_ExceptionMatches(PyExc_TypeError) &&
+                !PyErr_ExceptionMatches(PyExc_ValueError)) {
+                return -1;
+            }
+            Py_XDECREF(r);
+            PyErr_Clear();
+            PyErr_Format(PyExc_ValueError, "Invalid file object: %R", obj);
+            return -1;
+        }
+        fd = PyLong_AsLong(r);
+        Py_DECREF(r);
+        if (fd == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+    }
+    if (fd < 0 || fd > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %ld", fd);
+        return -1;
+    }
+    return (int)fd;
+}
+
+static PyObject *
+add_fd_handler(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs,
+               int is_writer)
+{
+    const char *method = is_writer ? "add_writer" : "add_reader";
+    if (need_args(nargs, 2, method, "'fd' and 'callback'") < 0) {
+        return NULL;
+    }
+    int fd = fileobj_to_fd(args[0]);
+    if (fd < 0 || gl_loop_check_not_closed(loop) < 0 ||
+        check_callback(args[1], method) < 0) {
+        return NULL;
+    }
+    PyObject *cbargs = args_tuple(args + 2, nargs - 2);
+    if (cbargs == NULL) {
+        return NULL;
+    }
+    gl_handle *h = gl_handle_new(loop->st, (PyObject *)loop, args[1], cbargs,
+                                 NULL);
+    Py_DECREF(cbargs);
+    if (h == NULL) {
+        return NULL;
+    }
+    int rc = gl_poll_set(&loop->poll, fd, is_writer, h);
+    Py_DECREF(h);
+    if (rc < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+loop_add_reader(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs)
+{
+    return add_fd_handler(loop, args, nargs, 0);
+}
+
+static PyObject *
+loop_add_writer(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs)
+{
+    return add_fd_handler(loop, args, nargs, 1);
+}
+
+static PyObject *
+remove_fd_handler(gl_loop *loop, PyObject *fileobj, int is_writer)
+{
+    int fd = fileobj_to_fd(fileobj);
+    if (fd < 0) {
+        return NULL;
+    }
+    if (loop->closed) {
+        Py_RETURN_FALSE;
+    }
+    int rc = gl_poll_remove(&loop->poll, fd, is_writer);
+    if (rc < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(rc);
+}
+
+static PyObject *
+loop_remove_reader(gl_loop *loop, PyObject *fileobj)
+{
+    return remove_fd_handler(loop, fileobj, 0);
+}
+
+static PyObject *
+loop_remove_writer(gl_loop *loop, PyObject *fileobj)
+{
+    return remove_fd_handler(loop, fileobj, 1);
+}
+
+/* ------------------------------------------------------------------ */
+/* futures and tasks                                                  */
+
+static PyObject *
+loop_create_future(gl_loop *loop, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *args[1] = {(PyObject *)loop};
+    return PyObject_Vectorcall(loop->st->future_type, args, 0,
+                               loop->st->kwnames_loop);
+}
+
+static PyObject *
+create_task_with_factory(gl_loop *loop, PyObject *coro, PyObject *kwargs)
+{
+    gl_state *st = loop->st;
+    PyObject *args = PyTuple_Pack(2, (PyObject *)loop, coro);
+    if (args == NULL) {
+        return NULL;
+    }
+#if PY_VERSION_HEX >= 0x030E0000
+    PyObject *task = PyObject_Call(loop->task_factory, args, kwargs);
+    Py_DECREF(args);
+    return task;
+#else
+    /* Before 3.14 a factory gets the context only when one was given, and
+     * the name is set on the task it returns. */
+    PyObject *name = NULL, *context = NULL, *factory_kw = NULL;
+    if (kwargs != NULL) {
+        name = PyDict_GetItemWithError(kwargs, st->str_name);
+        context = PyDict_GetItemWithError(kwargs, st->str_context);
+        if (PyErr_Occurred()) {
+            Py_DECREF(args);
+            return NULL;
+        }
+    }
+    if (context != NULL && context != Py_None) {
+        factory_kw = PyDict_New();
+        if (factory_kw == NULL ||
+            PyDict_SetItem(factory_kw, st->str_context, context) < 0) {
+            Py_XDECREF(factory_kw);
+            Py_DECREF(args);
+            return NULL;
+        }
+    }
+    PyObject *task = PyObject_Call(loop->task_factory, args, factory_kw);
+    Py_DECREF(args);
+    Py_XDECREF(factory_kw);
+    if (task != NULL && name != NULL && name != Py_None) {
+        PyObject *r = PyObject_CallMethodOneArg(task, st->str_set_name, name);
+        if (r == NULL) {
+            Py_CLEAR(task);
+        }
+        Py_XDECREF(r);
+    }
+    return task;
+#endif
+}
+
+static PyObject *
+loop_create_task(gl_loop *loop, PyObject *args, PyObject *kwargs)
+{
+    PyObject *coro;
+    if (!PyArg_ParseTuple(args, "O:create_task", &coro) ||
+        gl_loop_check_not_closed(loop) < 0) {
+        return NULL;
+    }
+    if (loop->task_factory != NULL) {
+        return create_task_with_factory(loop, coro, kwargs);
+    }
+    PyObject *kw = kwargs ? PyDict_Copy(kwargs) : PyDict_New();
+    if (kw == NULL) {
+        return NULL;
+    }
+    PyObject *task = NULL;
+    PyObject *targs = PyTuple_Pack(1, coro);
+    if (targs != NULL &&
+        PyDict_SetItem(kw, loop->st->str_loop, (PyObject *)loop) == 0) {
+        task = PyObject_Call(loop->st->task_type, targs, kw);
+    }
+    Py_XDECREF(targs);
+    Py_DECREF(kw);
+    return task;
+}
+
+static PyObject *
+loop_set_task_factory(gl_loop *loop, PyObject *factory)
+{
+    if (factory != Py_None && !PyCallable_Check(factory)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "task factory must be a callable or None");
+        return NULL;
+    }
+    Py_XSETREF(loop->task_factory,
+               factory == Py_None ? NULL : Py_NewRef(factory));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+loop_get_task_factory(gl_loop *loop, PyObject *Py_UNUSED(ignored))
+{
+    return Py_NewRef(loop->task_factory ? loop->task_factory : Py_None);
+}
+
+/* ------------------------------------------------------------------ */
+/* exception handler and debug                                        */
+
+static PyObject *
+loop_set_exception_handler(gl_loop *loop, PyObject *handler)
+{
+    if (handler != Py_None && !PyCallable_Check(handler)) {
+        PyErr_Format(PyExc_TypeError,
+                     "A callable object or None is expected, got %R", handler);
+        return NULL;
+    }
+    Py_XSETREF(loop->exception_handler,
+               handler == Py_None ? NULL : Py_NewRef(handler));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+loop_get_exception_handler(gl_loop *loop, PyObject *Py_UNUSED(ignored))
+{
+    return Py_NewRef(loop->exception_handler ? loop->exception_handler
+                                             : Py_None);
+}
+
+static PyObject *
+loop_get_debug(gl_loop *loop, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(loop->debug);
+}
+
+static PyObject *
+loop_set_debug(gl_loop *loop, PyObject *enabled)
+{
+    int v = PyObject_IsTrue(enabled);
+    if (v < 0) {
+        return NULL;
+    }
+    loop->debug = v;
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------ */
+/* lifecycle                                                          */
+
+static PyObject *
+loop_stop(gl_loop *loop, PyObject *Py_UNUSED(ignored))
+{
+    __atomic_store_n(&loop->stopping, 1, __ATOMIC_RELAXED);
+    if (loop->running && loop->thread_id != PyThread_get_thread_ident() &&
+        loop->context != NULL) {
+        gl_source_wakeup(loop);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+loop_is_running(gl_loop *loop, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(loop->running);
+}
+
+static PyObject *
+loop_is_closed(gl_loop *loop, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(loop->closed);
+}
+
+static PyObject *
+loop_check_closed(gl_loop *loop, PyObject *Py_UNUSED(ignored))
+{
+    if (gl_loop_check_not_closed(loop) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static int
+owns_thread_default(gl_loop *loop)
+{
+    return loop->context != g_main_context_default();
+}
+
+PyDoc_STRVAR(run_native_doc,
+"_run_forever_native()\n--\n\n"
+"Run the loop's GLib main context until stop().  The Python run_forever()\n"
+"wraps this with the running-loop and asyncgen bookkeeping.");
+
+static PyObject *
+loop_run_forever_native(gl_loop *loop, PyObject *Py_UNUSED(ignored))
+{
+    if (gl_loop_check_not_closed(loop) < 0) {
+        return NULL;
+    }
+    if (loop->running) {
+        PyErr_SetString(PyExc_RuntimeError, "This event loop is already running");
+        return NULL;
+    }
+    GMainLoop *ml = g_main_loop_new(loop->context, FALSE);
+    loop->mainloop = ml;
+    loop->running = 1;
+    loop->thread_id = PyThread_get_thread_ident();
+    int push = owns_thread_default(loop);
+    if (push) {
+        g_main_context_push_thread_default(loop->context);
+    }
+    Py_BEGIN_ALLOW_THREADS
+    g_main_loop_run(ml);
+    Py_END_ALLOW_THREADS
+    if (push) {
+        g_main_context_pop_thread_default(loop->context);
+    }
+    loop->mainloop = NULL;
+    g_main_loop_unref(ml);
+    loop->running = 0;
+    loop->thread_id = 0;
+    __atomic_store_n(&loop->stopping, 0, __ATOMIC_RELAXED);
+    if (loop->pending_exc != NULL) {
+        PyObject *exc = loop->pending_exc;
+        loop->pending_exc = NULL;
+        gl_err_restore(exc);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static void
+release_resources(gl_loop *loop)
+{
+    if (loop->source != NULL) {
+        GSource *source = loop->source;
+        loop->source = NULL;
+        g_source_destroy(source);
+        g_source_unref(source);
+    }
+    ready_clear(&loop->ready);
+    gl_timers_clear(&loop->timers);
+    ts_clear(loop);
+    gl_poll_close(&loop->poll);
+    __atomic_store_n(&loop->next_deadline_ns, GL_NO_DEADLINE, __ATOMIC_RELAXED);
+}
+
+static PyObject *
+loop_close_native(gl_loop *loop, PyObject *Py_UNUSED(ignored))
+{
+    if (loop->running) {
+        PyErr_SetString(PyExc_RuntimeError, "Cannot close a running event loop");
+        return NULL;
+    }
+    if (loop->closed) {
+        Py_RETURN_NONE;
+    }
+    loop->closed = 1;
+    release_resources(loop);
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------ */
+/* construction and GC                                                */
+
+/* PyGObject's wrapper of a boxed GLib struct keeps the C pointer right
+ * after the object header (PyGBoxed in pygobject.h, stable since 3.0). */
+typedef struct {
+    PyObject_HEAD
+    gpointer boxed;
+} gl_pygboxed;
+
+static GMainContext *
+context_from_pygobject(PyObject *obj)
+{
+    PyObject *gtype = PyObject_GetAttrString(obj, "__gtype__");
+    if (gtype == NULL) {
+        PyErr_Clear();
+        goto bad;
+    }
+    PyObject *gname = PyObject_GetAttrString(gtype, "name");
+    Py_DECREF(gtype);
+    if (gname == NULL) {
+        PyErr_Clear();
+        goto bad;
+    }
+    int ok = PyUnicode_Check(gname) &&
+             PyUnicode_CompareWithASCIIString(gname, "GMainContext") == 0;
+    Py_DECREF(gname);
+    if (!ok) {
+        goto bad;
+    }
+    GMainContext *ctx = ((gl_pygboxed *)obj)->boxed;
+    /* Cross-check the layout: PyGObject hashes boxed values by pointer. */
+    Py_hash_t h = PyObject_Hash(obj);
+    if (h == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (ctx == NULL || h != (Py_hash_t)(uintptr_t)ctx) {
+        PyErr_SetString(PyExc_TypeError,
+                        "cannot read the GMainContext of this GLib.MainContext "
+                        "(unsupported PyGObject?)");
+        return NULL;
+    }
+    return ctx;
+bad:
+    PyErr_Format(PyExc_TypeError,
+                 "context must be a GLib.MainContext or None, not %T", obj);
+    return NULL;
+}
+
+static int
+loop_init(gl_loop *loop, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"context", "default_context", NULL};
+    PyObject *context = Py_None;
+    int use_default = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O$p:Loop", kwlist,
+                                     &context, &use_default)) {
+        return -1;
+    }
+    if (loop->context != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Loop.__init__() called twice");
+        return -1;
+    }
+    GMainContext *ctx;
+    if (context != Py_None) {
+        ctx = context_from_pygobject(context);
+        if (ctx == NULL) {
+            return -1;
+        }
+        g_main_context_ref(ctx);
+    }
+    else if (use_default) {
+        ctx = g_main_context_ref(g_main_context_default());
+    }
+    else {
+        ctx = g_main_context_new();
+    }
+    if (gl_poll_init(&loop->poll) < 0) {
+        g_main_context_unref(ctx);
+        return -1;
+    }
+    loop->context = ctx;
+    loop->source = gl_source_new(loop);
+    g_source_attach(loop->source, ctx);
+    return 0;
+}
+
+static PyObject *
+loop_new(PyTypeObject *type, PyObject *Py_UNUSED(args),
+         PyObject *Py_UNUSED(kwds))
+{
+    gl_loop *loop = (gl_loop *)type->tp_alloc(type, 0);
+    if (loop == NULL) {
+        return NULL;
+    }
+    loop->st = gl_module_state_of_type(type);
+    if (loop->st == NULL) {
+        Py_DECREF(loop);
+        return NULL;
+    }
+    loop->poll.epfd = -1;
+    loop->poll.timerfd = -1;
+    g_mutex_init(&loop->ts_lock);
+    loop->next_deadline_ns = GL_NO_DEADLINE;
+    loop->slow_callback_duration = 0.1;
+    loop->batch_budget_ns = GL_DEFAULT_BUDGET_NS;
+    return (PyObject *)loop;
+}
+
+static int
+loop_traverse(gl_loop *loop, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(loop));
+    for (uint64_t i = loop->ready.head; i < loop->ready.tail; i++) {
+        Py_VISIT(loop->ready.items[i & loop->ready.mask]);
+    }
+    if (gl_timers_traverse(&loop->timers, visit, arg) < 0 ||
+        gl_poll_traverse(&loop->poll, visit, arg) < 0) {
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < loop->ts_size; i++) {
+        Py_VISIT(loop->ts_items[i]);
+    }
+    Py_VISIT(loop->exception_handler);
+    Py_VISIT(loop->task_factory);
+    Py_VISIT(loop->pending_exc);
+    Py_VISIT(loop->dict);
+    return 0;
+}
+
+static int
+loop_clear(gl_loop *loop)
+{
+    ready_clear(&loop->ready);
+    gl_timers_clear(&loop->timers);
+    gl_poll_clear_handlers(&loop->poll);
+    ts_clear(loop);
+    Py_CLEAR(loop->exception_handler);
+    Py_CLEAR(loop->task_factory);
+    Py_CLEAR(loop->pending_exc);
+    Py_CLEAR(loop->dict);
+    return 0;
+}
+
+static void
+loop_finalize(gl_loop *loop)
+{
+    if (loop->closed || loop->context == NULL) {
+        return;
+    }
+    PyObject *exc = gl_err_fetch();
+    if (PyErr_ResourceWarning((PyObject *)loop, 1,
+                              "unclosed event loop %R", loop) < 0) {
+        PyErr_WriteUnraisable((PyObject *)loop);
+    }
+    if (!loop->running) {
+        PyObject *r = PyObject_CallMethod((PyObject *)loop, "close", NULL);
+        if (r == NULL) {
+            PyErr_WriteUnraisable((PyObject *)loop);
+        }
+        Py_XDECREF(r);
+    }
+    if (exc != NULL) {
+        gl_err_restore(exc);
+    }
+}
+
+static void
+loop_dealloc(gl_loop *loop)
+{
+    PyTypeObject *tp = Py_TYPE(loop);
+    PyObject_GC_UnTrack(loop);
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)loop) < 0) {
+        return;  /* resurrected */
+    }
+    if (loop->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)loop);
+    }
+    release_resources(loop);
+    loop_clear(loop);
+    g_mutex_clear(&loop->ts_lock);
+    if (loop->context != NULL) {
+        g_main_context_unref(loop->context);
+        loop->context = NULL;
+    }
+    tp->tp_free(loop);
+    Py_DECREF(tp);
+}
+
+/* ------------------------------------------------------------------ */
+/* attributes                                                         */
+
+static PyObject *
+loop_get_closed(gl_loop *loop, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(loop->closed);
+}
+
+static PyObject *
+loop_get_stopping(gl_loop *loop, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(loop->stopping);
+}
+
+static PyObject *
+loop_get_thread_id(gl_loop *loop, void *Py_UNUSED(c))
+{
+    if (!loop->running) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromUnsignedLong(loop->thread_id);
+}
+
+static PyObject *
+loop_get_current_handle(gl_loop *loop, void *Py_UNUSED(c))
+{
+    return Py_NewRef(loop->current_handle ? (PyObject *)loop->current_handle
+                                          : Py_None);
+}
+
+static PyObject *
+loop_get_slow(gl_loop *loop, void *Py_UNUSED(c))
+{
+    return PyFloat_FromDouble(loop->slow_callback_duration);
+}
+
+static int
+loop_set_slow(gl_loop *loop, PyObject *v, void *Py_UNUSED(c))
+{
+    double d;
+    if (v == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete attribute");
+        return -1;
+    }
+    if (number_arg(v, "slow_callback_duration", &d) < 0) {
+        return -1;
+    }
+    loop->slow_callback_duration = d;
+    return 0;
+}
+
+static PyObject *
+loop_get_budget(gl_loop *loop, void *Py_UNUSED(c))
+{
+    return PyFloat_FromDouble((double)loop->batch_budget_ns / 1e9);
+}
+
+static int
+loop_set_budget(gl_loop *loop, PyObject *v, void *Py_UNUSED(c))
+{
+    double d;
+    if (v == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete attribute");
+        return -1;
+    }
+    if (number_arg(v, "batch_budget", &d) < 0) {
+        return -1;
+    }
+    if (!(d >= 0.0 && d <= 1.0)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "batch_budget must be between 0 and 1 second");
+        return -1;
+    }
+    loop->batch_budget_ns = (int64_t)(d * 1e9);
+    return 0;
+}
+
+static PyObject *
+loop_get_ready_count(gl_loop *loop, void *Py_UNUSED(c))
+{
+    return PyLong_FromUnsignedLongLong(loop->ready.tail - loop->ready.head);
+}
+
+static PyObject *
+loop_get_timer_count(gl_loop *loop, void *Py_UNUSED(c))
+{
+    return PyLong_FromSsize_t(loop->timers.size - loop->timers.cancelled);
+}
+
+static PyObject *
+loop_get_reader_count(gl_loop *loop, void *Py_UNUSED(c))
+{
+    return PyLong_FromLong(loop->poll.active);
+}
+
+static PyGetSetDef loop_getset[] = {
+    {"_closed", (getter)loop_get_closed, NULL, NULL, NULL},
+    {"_stopping", (getter)loop_get_stopping, NULL, NULL, NULL},
+    {"_thread_id", (getter)loop_get_thread_id, NULL, NULL, NULL},
+    {"_current_handle", (getter)loop_get_current_handle, NULL, NULL, NULL},
+    {"_ready_count", (getter)loop_get_ready_count, NULL,
+     PyDoc_STR("Number of callbacks waiting in the ready queue."), NULL},
+    {"_timer_count", (getter)loop_get_timer_count, NULL,
+     PyDoc_STR("Number of scheduled, not cancelled, timers."), NULL},
+    {"_fd_count", (getter)loop_get_reader_count, NULL,
+     PyDoc_STR("Number of fds with a reader or a writer."), NULL},
+    {"slow_callback_duration", (getter)loop_get_slow, (setter)loop_set_slow,
+     PyDoc_STR("In debug mode, callbacks slower than this (seconds) are logged."),
+     NULL},
+    {"batch_budget", (getter)loop_get_budget, (setter)loop_set_budget,
+     PyDoc_STR("Seconds of asyncio rounds run back to back before GLib's other "
+               "sources get a turn (default 0.001)."),
+     NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef loop_members[] = {
+    {"__dictoffset__", T_PYSSIZET, offsetof(gl_loop, dict), READONLY, NULL},
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(gl_loop, weakreflist),
+     READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+#define FASTKW (METH_FASTCALL | METH_KEYWORDS)
+
+static PyMethodDef loop_methods[] = {
+    {"call_soon", (PyCFunction)(void (*)(void))loop_call_soon, FASTKW,
+     PyDoc_STR("call_soon(callback, *args, context=None)\n--\n\n"
+               "Arrange for callback(*args) to run in the next round.")},
+    {"call_soon_threadsafe",
+     (PyCFunction)(void (*)(void))loop_call_soon_threadsafe, FASTKW,
+     PyDoc_STR("call_soon_threadsafe(callback, *args, context=None)\n--\n\n"
+               "Like call_soon(), callable from any thread.")},
+    {"call_later", (PyCFunction)(void (*)(void))loop_call_later, FASTKW,
+     PyDoc_STR("call_later(delay, callback, *args, context=None)\n--\n\n"
+               "Arrange for callback(*args) to run after delay seconds.")},
+    {"call_at", (PyCFunction)(void (*)(void))loop_call_at, FASTKW,
+     PyDoc_STR("call_at(when, callback, *args, context=None)\n--\n\n"
+               "Arrange for callback(*args) to run at loop time when.")},
+    {"time", (PyCFunction)loop_time, METH_NOARGS,
+     PyDoc_STR("Return the loop's time: CLOCK_MONOTONIC in seconds.")},
+    {"add_reader", (PyCFunction)(void (*)(void))loop_add_reader, METH_FASTCALL,
+     PyDoc_STR("add_reader(fd, callback, *args)\n--\n\n"
+               "Watch fd for reading.")},
+    {"add_writer", (PyCFunction)(void (*)(void))loop_add_writer, METH_FASTCALL,
+     PyDoc_STR("add_writer(fd, callback, *args)\n--\n\n"
+               "Watch fd for writing.")},
+    {"remove_reader", (PyCFunction)loop_remove_reader, METH_O,
+     PyDoc_STR("Stop watching fd for reading; return True if it was watched.")},
+    {"remove_writer", (PyCFunction)loop_remove_writer, METH_O,
+     PyDoc_STR("Stop watching fd for writing; return True if it was watched.")},
+    {"create_future", (PyCFunction)loop_create_future, METH_NOARGS,
+     PyDoc_STR("Create an asyncio.Future attached to the loop.")},
+    {"create_task", (PyCFunction)(void (*)(void))loop_create_task,
+     METH_VARARGS | METH_KEYWORDS,
+     PyDoc_STR("create_task(coro, *, name=None, context=None)\n--\n\n"
+               "Schedule the execution of a coroutine; return a Task.")},
+    {"set_task_factory", (PyCFunction)loop_set_task_factory, METH_O, NULL},
+    {"get_task_factory", (PyCFunction)loop_get_task_factory, METH_NOARGS, NULL},
+    {"set_exception_handler", (PyCFunction)loop_set_exception_handler, METH_O,
+     NULL},
+    {"get_exception_handler", (PyCFunction)loop_get_exception_handler,
+     METH_NOARGS, NULL},
+    {"get_debug", (PyCFunction)loop_get_debug, METH_NOARGS, NULL},
+    {"_set_debug_flag", (PyCFunction)loop_set_debug, METH_O, NULL},
+    {"stop", (PyCFunction)loop_stop, METH_NOARGS,
+     PyDoc_STR("Stop running the loop after the current round.")},
+    {"is_running", (PyCFunction)loop_is_running, METH_NOARGS, NULL},
+    {"is_closed", (PyCFunction)loop_is_closed, METH_NOARGS, NULL},
+    {"_check_closed", (PyCFunction)loop_check_closed, METH_NOARGS, NULL},
+    {"_run_forever_native", (PyCFunction)loop_run_forever_native, METH_NOARGS,
+     run_native_doc},
+    {"_close_native", (PyCFunction)loop_close_native, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+PyDoc_STRVAR(loop_doc,
+"Loop(context=None, *, default_context=False)\n--\n\n"
+"The C core of glibloop's event loop: one GSource on a GMainContext.\n"
+"Use glibloop.Loop or glibloop.new_event_loop(), which add the rest of\n"
+"the asyncio API.");
+
+static PyType_Slot loop_slots[] = {
+    {Py_tp_doc, (void *)loop_doc},
+    {Py_tp_new, loop_new},
+    {Py_tp_init, loop_init},
+    {Py_tp_dealloc, loop_dealloc},
+    {Py_tp_finalize, loop_finalize},
+    {Py_tp_traverse, loop_traverse},
+    {Py_tp_clear, loop_clear},
+    {Py_tp_methods, loop_methods},
+    {Py_tp_getset, loop_getset},
+    {Py_tp_members, loop_members},
+    {0, NULL},
+};
+
+PyType_Spec gl_loop_spec = {
+    .name = "glibloop._core.Loop",
+    .basicsize = sizeof(gl_loop),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
+    .slots = loop_slots,
+};

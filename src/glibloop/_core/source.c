@@ -1,0 +1,112 @@
+/* The GSource that connects a loop to its GMainContext.
+ *
+ * prepare and check run without the GIL and read only scalars of the
+ * loop (ready count, next deadline, flags), so a GLib iteration that has
+ * nothing for asyncio never touches Python.  dispatch takes the GIL and
+ * runs a batch of asyncio rounds (loop.c). */
+#include "internal.h"
+
+#include <limits.h>
+
+typedef struct {
+    GSource base;
+    gl_loop *loop;       /* borrowed: the loop destroys the source first */
+    gpointer epoll_tag;
+} gl_gsource;
+
+static inline int
+has_immediate_work(gl_loop *loop)
+{
+    uint64_t head = __atomic_load_n(&loop->ready.head, __ATOMIC_RELAXED);
+    uint64_t tail = __atomic_load_n(&loop->ready.tail, __ATOMIC_RELAXED);
+    return head != tail ||
+           __atomic_load_n(&loop->stopping, __ATOMIC_RELAXED) ||
+           __atomic_load_n(&loop->ts_pending, __ATOMIC_ACQUIRE);
+}
+
+static gboolean
+source_prepare(GSource *source, gint *timeout)
+{
+    gl_loop *loop = ((gl_gsource *)source)->loop;
+    if (has_immediate_work(loop)) {
+        *timeout = 0;
+        return TRUE;
+    }
+    int64_t deadline = __atomic_load_n(&loop->next_deadline_ns, __ATOMIC_RELAXED);
+    if (deadline == GL_NO_DEADLINE) {
+        *timeout = -1;
+        return FALSE;
+    }
+    int64_t now = gl_monotonic_ns();
+    if (deadline <= now) {
+        *timeout = 0;
+        return TRUE;
+    }
+    int64_t left = deadline - now;
+    if (left < GL_NS_PER_MS) {
+        /* GLib polls in whole milliseconds: rounding up would make this
+         * timer up to 1 ms late, rounding down would spin.  The timerfd in
+         * our epoll set wakes the poll at the exact deadline instead. */
+        gl_poll_arm_timer(&loop->poll, deadline);
+        *timeout = loop->poll.timerfd_armed_ns == deadline ? -1 : 1;
+        return FALSE;
+    }
+    int64_t ms = (left + GL_NS_PER_MS - 1) / GL_NS_PER_MS;
+    *timeout = ms > INT_MAX ? INT_MAX : (gint)ms;
+    return FALSE;
+}
+
+static gboolean
+source_check(GSource *source)
+{
+    gl_gsource *gs = (gl_gsource *)source;
+    gl_loop *loop = gs->loop;
+    if (has_immediate_work(loop)) {
+        return TRUE;
+    }
+    int64_t deadline = __atomic_load_n(&loop->next_deadline_ns, __ATOMIC_RELAXED);
+    if (deadline != GL_NO_DEADLINE && deadline <= gl_monotonic_ns()) {
+        return TRUE;
+    }
+    return g_source_query_unix_fd(source, gs->epoll_tag) != 0;
+}
+
+static gboolean
+source_dispatch(GSource *source, GSourceFunc Py_UNUSED(cb),
+                gpointer Py_UNUSED(data))
+{
+    gl_loop *loop = ((gl_gsource *)source)->loop;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    Py_INCREF(loop);
+    gl_loop_run_batch(loop);
+    Py_DECREF(loop);
+    PyGILState_Release(gil);
+    return G_SOURCE_CONTINUE;
+}
+
+static GSourceFuncs gl_source_funcs = {
+    .prepare = source_prepare,
+    .check = source_check,
+    .dispatch = source_dispatch,
+    .finalize = NULL,
+};
+
+GSource *
+gl_source_new(gl_loop *loop)
+{
+    GSource *source = g_source_new(&gl_source_funcs, sizeof(gl_gsource));
+    gl_gsource *gs = (gl_gsource *)source;
+    gs->loop = loop;
+    gs->epoll_tag = g_source_add_unix_fd(source, loop->poll.epfd, G_IO_IN);
+    g_source_set_name(source, "glibloop asyncio");
+    /* Not recursive yet: a nested main loop started from a callback pauses
+     * asyncio until it returns (see docs/design.md, nested loops). */
+    g_source_set_can_recurse(source, FALSE);
+    return source;
+}
+
+void
+gl_source_wakeup(gl_loop *loop)
+{
+    g_main_context_wakeup(loop->context);
+}

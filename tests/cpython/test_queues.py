@@ -1,0 +1,5 @@
+"""CPython's test_queues on the loop under test (README.md explains the choices)."""
+
+from ._harness import adopt, load_cpython_tests
+
+adopt(load_cpython_tests("test_queues"), globals())
