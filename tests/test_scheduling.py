@@ -352,3 +352,46 @@ def test_batch_budget_setting(loop):
         loop.batch_budget = 5
     with pytest.raises(TypeError):
         loop.batch_budget = "x"
+
+
+def test_unclosed_loop_with_queued_callbacks_is_collected():
+    import warnings
+
+    loop = glibloop.new_event_loop()
+    ref = weakref.ref(loop)
+    loop.call_soon(print, loop)
+    loop.call_later(10, print, loop)
+    loop.call_soon_threadsafe(print, loop)
+    del loop
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+    assert ref() is None
+
+
+def test_kept_handle_cycle_is_collected(loop):
+    class Owner:
+        def __init__(self):
+            self.timer = loop.call_later(0, self.fire)
+            self.soon = loop.call_soon(self.fire)
+
+        def fire(self):
+            pass
+
+    o = Owner()
+    ref = weakref.ref(o)
+    del o
+    loop.call_later(0.01, loop.stop)
+    loop.run_forever()
+    gc.collect()
+    assert ref() is None
+
+
+def test_kept_handle_survives_collection_while_queued(loop):
+    seen = []
+    h = loop.call_soon(seen.append, "still here")
+    gc.collect()
+    assert h._callback is not None
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == ["still here"] and h._args == ("still here",)

@@ -53,11 +53,9 @@ gl_handle_new(gl_state *st, PyObject *loop, PyObject *callback,
         return NULL;
     }
     if (handle_init_fields(h, loop, callback, args, context) < 0) {
-        PyObject_GC_Track(h);
         Py_DECREF(h);
         return NULL;
     }
-    PyObject_GC_Track(h);
     return h;
 }
 
@@ -75,11 +73,9 @@ gl_timer_new(gl_state *st, PyObject *loop, double when, int64_t when_ns,
     t->heap_index = -1;
     t->scheduled = 0;
     if (handle_init_fields(&t->base, loop, callback, args, context) < 0) {
-        PyObject_GC_Track(t);
         Py_DECREF(t);
         return NULL;
     }
-    PyObject_GC_Track(t);
     return t;
 }
 
@@ -335,6 +331,25 @@ static int
 handle_traverse(gl_handle *h, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(h));
+    Py_VISIT(h->callback);
+    Py_VISIT(h->args);
+    Py_VISIT(h->context);
+    Py_VISIT(h->loop);
+    Py_VISIT(h->source_traceback);
+    Py_VISIT(h->repr_cache);
+    return 0;
+}
+
+int
+gl_handle_traverse_queued(gl_handle *h, visitproc visit, void *arg)
+{
+    if (PyObject_GC_IsTracked((PyObject *)h)) {
+        Py_VISIT(h);
+        return 0;
+    }
+    if (Py_REFCNT(h) != 1) {
+        return 0;
+    }
     Py_VISIT(h->callback);
     Py_VISIT(h->args);
     Py_VISIT(h->context);

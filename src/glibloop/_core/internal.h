@@ -76,7 +76,31 @@ typedef struct gl_timer {
 extern PyType_Spec gl_handle_spec;
 extern PyType_Spec gl_timer_spec;
 
-/* New handle; steals nothing. args must be a tuple. context NULL or None
+/* Handles made by call_soon/call_later live untracked by the GC while the
+ * loop's queues hold them: they cannot be garbage while queued, and a
+ * burst of 300,000 callbacks would otherwise make every young-generation
+ * collection walk them all.  The loop gives a handle up with
+ * gl_handle_release(), which tracks it if anyone else still holds it, so
+ * cycles through a kept handle are collected as usual. */
+static inline void
+gl_handle_release(gl_handle *h)
+{
+    if (Py_REFCNT(h) > 1 && !PyObject_GC_IsTracked((PyObject *)h)) {
+        PyObject_GC_Track(h);
+    }
+    Py_DECREF(h);
+}
+
+/* Visits a handle held by one of the loop's queues.  A tracked handle is
+ * visited as an object.  An untracked one that only the queue holds is part
+ * of the loop as far as the GC can tell, so its references are visited as
+ * the loop's own: a loop dropped with callbacks still queued (a cycle
+ * through handle->loop) is then collected.  An untracked handle that
+ * someone else also holds is skipped, which keeps what it references alive,
+ * as it should. */
+int gl_handle_traverse_queued(gl_handle *h, visitproc visit, void *arg);
+
+/* New handle, not yet tracked by the GC (see above); steals nothing. args must be a tuple. context NULL or None
  * means a copy of the current context. */
 gl_handle *gl_handle_new(gl_state *st, PyObject *loop, PyObject *callback,
                          PyObject *args, PyObject *context);

@@ -57,7 +57,7 @@ ready_clear(gl_ready *q)
     q->head = q->tail = 0;
     q->mask = 0;
     for (uint64_t i = head; i < tail; i++) {
-        Py_DECREF(items[i & mask]);
+        gl_handle_release(items[i & mask]);
     }
     PyMem_Free(items);
 }
@@ -73,7 +73,7 @@ ts_clear(gl_loop *loop)
     __atomic_store_n(&loop->ts_pending, 0, __ATOMIC_RELEASE);
     g_mutex_unlock(&loop->ts_lock);
     for (Py_ssize_t i = 0; i < n; i++) {
-        Py_DECREF(items[i]);
+        gl_handle_release(items[i]);
     }
     g_free(items);
 }
@@ -190,7 +190,7 @@ gl_loop_update_deadline(gl_loop *loop)
 {
     gl_timer *top;
     while ((top = gl_timers_peek(&loop->timers)) && top->base.cancelled) {
-        Py_DECREF(gl_timers_pop(&loop->timers));
+        gl_handle_release(&gl_timers_pop(&loop->timers)->base);
     }
     int64_t deadline = top ? top->when_ns : GL_NO_DEADLINE;
     __atomic_store_n(&loop->next_deadline_ns, deadline, __ATOMIC_RELAXED);
@@ -209,7 +209,7 @@ collect_timers(gl_loop *loop, int64_t now)
         gl_timer *timer = gl_timers_pop(t);
         int rc = timer->base.cancelled
             ? 0 : gl_loop_push_ready(loop, &timer->base);
-        Py_DECREF(timer);
+        gl_handle_release(&timer->base);
         if (rc < 0) {
             return -1;
         }
@@ -245,7 +245,7 @@ collect_threadsafe(gl_loop *loop)
         if (rc == 0 && gl_loop_push_ready(loop, items[i]) < 0) {
             rc = -1;
         }
-        Py_DECREF(items[i]);
+        gl_handle_release(items[i]);
     }
     g_free(items);
     return rc;
@@ -318,7 +318,7 @@ run_round(gl_loop *loop)
             }
             loop->current_handle = NULL;
         }
-        Py_DECREF(h);
+        gl_handle_release(h);
         if (rc < 0) {
             return -1;
         }
@@ -686,6 +686,8 @@ add_fd_handler(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs,
     if (h == NULL) {
         return NULL;
     }
+    /* Readers and writers stay registered for long: let the GC see them. */
+    PyObject_GC_Track(h);
     int rc = gl_poll_set(&loop->poll, fd, is_writer, h);
     Py_DECREF(h);
     if (rc < 0) {
@@ -1107,14 +1109,21 @@ loop_traverse(gl_loop *loop, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(loop));
     for (uint64_t i = loop->ready.head; i < loop->ready.tail; i++) {
-        Py_VISIT(loop->ready.items[i & loop->ready.mask]);
+        int rc = gl_handle_traverse_queued(
+            loop->ready.items[i & loop->ready.mask], visit, arg);
+        if (rc != 0) {
+            return rc;
+        }
     }
     if (gl_timers_traverse(&loop->timers, visit, arg) < 0 ||
         gl_poll_traverse(&loop->poll, visit, arg) < 0) {
         return -1;
     }
     for (Py_ssize_t i = 0; i < loop->ts_size; i++) {
-        Py_VISIT(loop->ts_items[i]);
+        int rc = gl_handle_traverse_queued(loop->ts_items[i], visit, arg);
+        if (rc != 0) {
+            return rc;
+        }
     }
     Py_VISIT(loop->exception_handler);
     Py_VISIT(loop->task_factory);

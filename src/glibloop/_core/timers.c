@@ -135,7 +135,7 @@ gl_timers_compact(gl_timers *t)
         t->items[i]->heap_index = i;
     }
     for (Py_ssize_t i = 0; i < dropped; i++) {
-        Py_DECREF(garbage[i]);
+        gl_handle_release(&garbage[i]->base);
     }
     PyMem_Free(garbage);
 }
@@ -152,7 +152,7 @@ gl_timers_clear(gl_timers *t)
     for (Py_ssize_t i = 0; i < size; i++) {
         items[i]->heap_index = -1;
         items[i]->scheduled = 0;
-        Py_DECREF(items[i]);
+        gl_handle_release(&items[i]->base);
     }
     PyMem_Free(items);
 }
@@ -161,7 +161,10 @@ int
 gl_timers_traverse(gl_timers *t, visitproc visit, void *arg)
 {
     for (Py_ssize_t i = 0; i < t->size; i++) {
-        Py_VISIT(t->items[i]);
+        int rc = gl_handle_traverse_queued(&t->items[i]->base, visit, arg);
+        if (rc != 0) {
+            return rc;
+        }
     }
     return 0;
 }
