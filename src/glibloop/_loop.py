@@ -33,6 +33,10 @@ _DEBUG_STACK_DEPTH = 10
 
 def _env_debug() -> bool:
     """asyncio's debug switch: -X dev or PYTHONASYNCIODEBUG."""
+    # asyncio's own check first, looked up each time (tests patch it).
+    check = getattr(asyncio.coroutines, "_is_debug_mode", None)
+    if check is not None:
+        return bool(check())
     if sys.flags.dev_mode:
         return True
     return not sys.flags.ignore_environment and bool(os.environ.get("PYTHONASYNCIODEBUG"))

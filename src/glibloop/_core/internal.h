@@ -44,6 +44,7 @@ typedef struct {
     PyObject *str_source_traceback;
     PyObject *str_set_name;
     PyObject *kwnames_loop;         /* ("loop",) for vectorcall */
+    PyMethodDef *loop_methods;      /* every file's Loop methods, joined */
 } gl_state;
 
 extern PyModuleDef gl_module_def;
@@ -214,7 +215,11 @@ typedef struct gl_loop {
     PyObject *weakreflist;
 } gl_loop;
 
-extern PyType_Spec gl_loop_spec;
+/* Each concern's methods of the Loop type live in its own file and are
+ * joined when the type is made (gl_loop_make_type). Add a table here. */
+extern PyMethodDef gl_loop_core_methods[];   /* loop.c */
+
+PyTypeObject *gl_loop_make_type(PyObject *module, gl_state *st);
 
 static inline int64_t
 gl_monotonic_ns(void)

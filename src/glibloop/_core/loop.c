@@ -1317,7 +1317,7 @@ static PyMemberDef loop_members[] = {
 
 #define FASTKW (METH_FASTCALL | METH_KEYWORDS)
 
-static PyMethodDef loop_methods[] = {
+PyMethodDef gl_loop_core_methods[] = {
     {"call_soon", (PyCFunction)(void (*)(void))loop_call_soon, FASTKW,
      PyDoc_STR("call_soon(callback, *args, context=None)\n--\n\n"
                "Arrange for callback(*args) to run in the next round.")},
@@ -1382,15 +1382,51 @@ static PyType_Slot loop_slots[] = {
     {Py_tp_finalize, loop_finalize},
     {Py_tp_traverse, loop_traverse},
     {Py_tp_clear, loop_clear},
-    {Py_tp_methods, loop_methods},
+    {Py_tp_methods, NULL},  /* filled by gl_loop_make_type */
     {Py_tp_getset, loop_getset},
     {Py_tp_members, loop_members},
     {0, NULL},
 };
 
-PyType_Spec gl_loop_spec = {
+static PyType_Spec loop_spec = {
     .name = "glibloop._core.Loop",
     .basicsize = sizeof(gl_loop),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
     .slots = loop_slots,
 };
+
+static PyMethodDef *const method_tables[] = {
+    gl_loop_core_methods,
+};
+
+PyTypeObject *
+gl_loop_make_type(PyObject *module, gl_state *st)
+{
+    size_t n = 0;
+    size_t ntables = sizeof(method_tables) / sizeof(method_tables[0]);
+    for (size_t t = 0; t < ntables; t++) {
+        for (PyMethodDef *m = method_tables[t]; m->ml_name; m++) {
+            n++;
+        }
+    }
+    /* The type's method descriptors point into this array: it lives in the
+     * module state, which outlives the type. */
+    PyMethodDef *all = PyMem_Calloc(n + 1, sizeof(PyMethodDef));
+    if (all == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    size_t i = 0;
+    for (size_t t = 0; t < ntables; t++) {
+        for (PyMethodDef *m = method_tables[t]; m->ml_name; m++) {
+            all[i++] = *m;
+        }
+    }
+    st->loop_methods = all;
+    for (PyType_Slot *slot = loop_slots; slot->slot; slot++) {
+        if (slot->slot == Py_tp_methods) {
+            slot->pfunc = all;
+        }
+    }
+    return (PyTypeObject *)PyType_FromModuleAndSpec(module, &loop_spec, NULL);
+}

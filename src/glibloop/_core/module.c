@@ -51,8 +51,7 @@ module_exec(PyObject *module)
     if (st->TimerHandleType == NULL) {
         return -1;
     }
-    st->LoopType = (PyTypeObject *)PyType_FromModuleAndSpec(
-        module, &gl_loop_spec, NULL);
+    st->LoopType = gl_loop_make_type(module, st);
     if (st->LoopType == NULL) {
         return -1;
     }
@@ -138,6 +137,9 @@ static void
 module_free(void *module)
 {
     module_clear((PyObject *)module);
+    gl_state *st = get_state((PyObject *)module);
+    PyMem_Free(st->loop_methods);
+    st->loop_methods = NULL;
 }
 
 static PyModuleDef_Slot module_slots[] = {
