@@ -174,6 +174,9 @@ int gl_poll_set(gl_poll *p, int fd, int is_writer, gl_handle *h);
 int gl_poll_remove(gl_poll *p, int fd, int is_writer);
 gl_handle *gl_poll_get(gl_poll *p, int fd, int is_writer);
 void gl_poll_arm_timer(gl_poll *p, int64_t deadline_ns);
+struct gl_loop;
+/* epoll_wait(0) and queue the ready readers/writers of the loop. */
+int gl_poll_dispatch(struct gl_loop *loop);
 void gl_poll_drain_timer(gl_poll *p);
 
 /* ------------------------------------------------------------------ */

@@ -9,7 +9,6 @@
 #include <sys/epoll.h>
 #include <structmember.h>
 
-#define GL_EPOLL_BATCH 256
 #define GL_DEFAULT_BUDGET_NS (1 * GL_NS_PER_MS)
 
 /* ------------------------------------------------------------------ */
@@ -251,36 +250,6 @@ collect_threadsafe(gl_loop *loop)
     return rc;
 }
 
-static int
-poll_io(gl_loop *loop)
-{
-    struct epoll_event events[GL_EPOLL_BATCH];
-    int n = epoll_wait(loop->poll.epfd, events, GL_EPOLL_BATCH, 0);
-    if (n < 0) {
-        return errno == EINTR ? 0 : (PyErr_SetFromErrno(PyExc_OSError), -1);
-    }
-    for (int i = 0; i < n; i++) {
-        int fd = events[i].data.fd;
-        uint32_t ev = events[i].events;
-        if (fd < 0) {
-            gl_poll_drain_timer(&loop->poll);
-            continue;
-        }
-        /* As asyncio's selectors: an error or hang-up wakes both sides. */
-        gl_handle *reader = gl_poll_get(&loop->poll, fd, 0);
-        if (reader && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) &&
-            gl_loop_push_ready(loop, reader) < 0) {
-            return -1;
-        }
-        gl_handle *writer = gl_poll_get(&loop->poll, fd, 1);
-        if (writer && (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) &&
-            gl_loop_push_ready(loop, writer) < 0) {
-            return -1;
-        }
-    }
-    return 0;
-}
-
 static void
 run_timed(gl_loop *loop, gl_handle *h, int *rc)
 {
@@ -340,7 +309,7 @@ gl_loop_run_batch(gl_loop *loop)
             goto fail;
         }
         gl_poll_drain_timer(&loop->poll);
-        if (loop->poll.active > 0 && poll_io(loop) < 0) {
+        if (loop->poll.active > 0 && gl_poll_dispatch(loop) < 0) {
             goto fail;
         }
         now = gl_monotonic_ns();

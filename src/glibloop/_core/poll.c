@@ -10,6 +10,8 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#define GL_EPOLL_BATCH 256
+
 int
 gl_poll_init(gl_poll *p)
 {
@@ -233,3 +235,37 @@ gl_poll_drain_timer(gl_poll *p)
     (void)n;
     p->timerfd_armed_ns = 0;
 }
+
+/* Reads what is ready (timeout 0) and queues the readers and writers.
+ * Handlers are looked up when each event is delivered, never kept from
+ * before: a callback run in between may have removed or replaced them. */
+int
+gl_poll_dispatch(gl_loop *loop)
+{
+    struct epoll_event events[GL_EPOLL_BATCH];
+    int n = epoll_wait(loop->poll.epfd, events, GL_EPOLL_BATCH, 0);
+    if (n < 0) {
+        return errno == EINTR ? 0 : (PyErr_SetFromErrno(PyExc_OSError), -1);
+    }
+    for (int i = 0; i < n; i++) {
+        int fd = events[i].data.fd;
+        uint32_t ev = events[i].events;
+        if (fd < 0) {
+            gl_poll_drain_timer(&loop->poll);
+            continue;
+        }
+        /* As asyncio's selectors: an error or hang-up wakes both sides. */
+        gl_handle *reader = gl_poll_get(&loop->poll, fd, 0);
+        if (reader && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) &&
+            gl_loop_push_ready(loop, reader) < 0) {
+            return -1;
+        }
+        gl_handle *writer = gl_poll_get(&loop->poll, fd, 1);
+        if (writer && (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) &&
+            gl_loop_push_ready(loop, writer) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
