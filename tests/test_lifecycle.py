@@ -293,8 +293,8 @@ def test_debug_mode_rejects_other_thread(loop):
 
 
 def test_later_issue_methods_say_so(loop):
-    with pytest.raises(NotImplementedError, match="create_connection"):
-        loop.create_connection(None, "localhost", 80)
+    with pytest.raises(NotImplementedError, match="connect_read_pipe"):
+        loop.connect_read_pipe(None, None)
     with pytest.raises(NotImplementedError, match="subprocess"):
         loop.subprocess_exec(None, "true")
 

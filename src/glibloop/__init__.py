@@ -48,6 +48,17 @@ class EventLoopPolicy(_PolicyBase):
     def _loop_factory(self):
         return new_event_loop()
 
+    def get_event_loop_for_context(self, ctx):
+        """PyGObject >= 3.50 asks this when GLib.MainLoop.run() or
+        Application.run() starts with no asyncio loop running: the loop set
+        for this thread, if it runs on that context."""
+        loop = self._local._loop
+        if isinstance(loop, Loop) and not loop.is_closed():
+            mine = loop._context
+            if mine is not None and ctx is not None and hash(mine) == hash(ctx):
+                return loop
+        return None
+
     def __repr__(self):
         return f"<{type(self).__name__}>"
 

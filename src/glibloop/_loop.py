@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
+import signal
 import sys
 import threading
 import traceback
@@ -23,6 +25,7 @@ from asyncio import futures as _futures
 from asyncio import tasks as _tasks
 
 from . import _core
+from ._net import NetworkMixin
 
 __all__ = ["Loop"]
 
@@ -69,7 +72,7 @@ def _not_yet(name: str, issue: str):
     return method
 
 
-class Loop(_core.Loop, asyncio.AbstractEventLoop):
+class Loop(_core.Loop, NetworkMixin, asyncio.AbstractEventLoop):
     """An asyncio event loop running on a GLib main context.
 
     ``context`` is a ``GLib.MainContext`` (PyGObject) to run on.  Without
@@ -81,6 +84,8 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
     def __init__(self, context=None):
         use_default = context is None and threading.current_thread() is threading.main_thread()
         super().__init__(context, default_context=use_default)
+        self._given_context = context
+        self._uses_default_context = use_default
         self._default_executor = None
         self._executor_shutdown_called = False
         self._asyncgens = weakref.WeakSet()
@@ -103,23 +108,99 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
         if _events._get_running_loop() is not None:
             raise RuntimeError("Cannot run the event loop while another loop is running")
 
-    def run_forever(self):
-        """Run until stop() is called."""
-        self._check_closed()
-        self._check_running()
+    @contextlib.contextmanager
+    def _running_as_asyncio_loop(self):
+        """What asyncio sets up for the time a loop runs: the running loop,
+        async generator hooks, origin tracking in debug mode, and (on the
+        main thread) the signal wake-up fd in our epoll set."""
         self._set_coroutine_origin_tracking(self.get_debug())
         saved_hooks = sys.get_asyncgen_hooks()
+        saved_wakeup = None
         try:
             sys.set_asyncgen_hooks(
                 firstiter=self._asyncgen_firstiter_hook,
                 finalizer=self._asyncgen_finalizer_hook,
             )
+            saved_wakeup = self._install_signal_wakeup()
             _events._set_running_loop(self)
-            self._run_forever_native()
+            yield
         finally:
             _events._set_running_loop(None)
+            if saved_wakeup is not None:
+                signal.set_wakeup_fd(saved_wakeup)
             self._set_coroutine_origin_tracking(False)
             sys.set_asyncgen_hooks(*saved_hooks)
+
+    def _install_signal_wakeup(self):
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        try:
+            return signal.set_wakeup_fd(self._signal_wakeup_fd(), warn_on_full_buffer=False)
+        except ValueError:  # not the main interpreter
+            return None
+
+    def run_forever(self):
+        """Run until stop() is called."""
+        self._check_closed()
+        self._check_running()
+        with self._running_as_asyncio_loop():
+            self._run_forever_native()
+
+    def run_application(self, app, argv=None):
+        """Run a Gio.Application (or Gtk.Application) with this loop as the
+        running asyncio loop for its whole life; return its exit status.
+
+        stop() quits the application; KeyboardInterrupt and SystemExit from a
+        callback quit it and are raised from here."""
+        self._check_closed()
+        self._check_running()
+        if argv is None:
+            argv = sys.argv
+        with self._external_run(app.quit):
+            return app.run(argv)
+
+    @contextlib.contextmanager
+    def _external_run(self, quit_func):
+        with self._running_as_asyncio_loop():
+            self._begin_external_run(quit_func)
+            try:
+                yield
+            finally:
+                self._end_external_run()
+
+    # PyGObject >= 3.50 asks the running asyncio loop whose ``_context`` is
+    # the context being iterated to wrap GLib.MainLoop.run(),
+    # Gio.Application.run() (``running``) and MainContext.iteration()
+    # (``paused``).  Our source dispatches asyncio in all of them, nested or
+    # not, so there is nothing to pause; an application run while the loop
+    # is not running makes it the running loop for that time.
+
+    @property
+    def _context(self):
+        if self._given_context is not None:
+            return self._given_context
+        try:
+            from gi.repository import GLib
+        except ImportError:
+            return None
+        if self._uses_default_context:
+            return GLib.MainContext.default()
+        if self.is_running() and self._thread_id == threading.get_ident():
+            # Our private context is the thread default while we run.
+            return GLib.MainContext.ref_thread_default()
+        return None
+
+    @contextlib.contextmanager
+    def running(self, quit_func):
+        if self.is_running():
+            yield
+            return
+        with self._external_run(quit_func):
+            yield
+
+    @contextlib.contextmanager
+    def paused(self):
+        yield
 
     def run_until_complete(self, future):
         """Run until the future (or coroutine) is done; return its result."""
@@ -338,26 +419,6 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
 
     # -- later issues ----------------------------------------------------
 
-    _NET = "networking support"
-    getaddrinfo = _not_yet("getaddrinfo", _NET)
-    getnameinfo = _not_yet("getnameinfo", _NET)
-    create_connection = _not_yet("create_connection", _NET)
-    create_server = _not_yet("create_server", _NET)
-    create_unix_connection = _not_yet("create_unix_connection", _NET)
-    create_unix_server = _not_yet("create_unix_server", _NET)
-    connect_accepted_socket = _not_yet("connect_accepted_socket", _NET)
-    create_datagram_endpoint = _not_yet("create_datagram_endpoint", _NET)
-    sendfile = _not_yet("sendfile", _NET)
-    start_tls = _not_yet("start_tls", _NET)
-    sock_recv = _not_yet("sock_recv", _NET)
-    sock_recv_into = _not_yet("sock_recv_into", _NET)
-    sock_recvfrom = _not_yet("sock_recvfrom", _NET)
-    sock_recvfrom_into = _not_yet("sock_recvfrom_into", _NET)
-    sock_sendall = _not_yet("sock_sendall", _NET)
-    sock_sendto = _not_yet("sock_sendto", _NET)
-    sock_connect = _not_yet("sock_connect", _NET)
-    sock_accept = _not_yet("sock_accept", _NET)
-    sock_sendfile = _not_yet("sock_sendfile", _NET)
     _PROC = "subprocess, pipe and signal support"
     connect_read_pipe = _not_yet("connect_read_pipe", _PROC)
     connect_write_pipe = _not_yet("connect_write_pipe", _PROC)
@@ -365,7 +426,7 @@ class Loop(_core.Loop, asyncio.AbstractEventLoop):
     subprocess_shell = _not_yet("subprocess_shell", _PROC)
     add_signal_handler = _not_yet("add_signal_handler", _PROC)
     remove_signal_handler = _not_yet("remove_signal_handler", _PROC)
-    del _NET, _PROC
+    del _PROC
 
 
 def _set_result_unless_done(fut):

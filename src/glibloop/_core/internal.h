@@ -21,6 +21,43 @@
 #define GL_NS_PER_SEC INT64_C(1000000000)
 #define GL_NS_PER_MS INT64_C(1000000)
 #define GL_NO_DEADLINE INT64_MAX
+/* epoll data.fd tags of the loop's own fds (user fds are >= 0) */
+#define GL_MAX_DEPTH 64          /* nested main loops we keep track of */
+#define GL_TIMER_TAG (-1)
+#define GL_SIGNAL_TAG (-2)
+
+/* ------------------------------------------------------------------ */
+/* networking module state (net.c fills, traverses and clears it)     */
+
+/* Interned attribute names used by the networking files (s_<name>). */
+#define GL_NET_STRINGS(X) \
+    X(set_result) X(set_exception) X(done) X(add_done_callback) \
+    X(fileno) X(recvfrom) X(recvfrom_into) X(sendto) X(send) X(accept) \
+    X(connect) X(setblocking) X(gettimeout) X(close) X(shutdown) \
+    X(getsockname) X(getpeername) X(family) X(type) X(proto) \
+    X(connection_made) X(connection_lost) X(data_received) \
+    X(eof_received) X(get_buffer) X(buffer_updated) X(pause_writing) \
+    X(resume_writing) X(datagram_received) X(error_received) \
+    X(_attach) X(_detach) X(transport) X(protocol) X(socket) \
+    X(sockname) X(peername) X(warning) X(debug) X(_start_reading) \
+    X(_read_ready) X(_resume_accepting) X(_accept_ssl) X(_op_done) \
+    X(is_closing) X(_write_ready) X(_call_connection_lost)
+
+typedef struct {
+    PyTypeObject *SockWaitType;     /* sockops.c */
+    PyTypeObject *StreamType;       /* stream.c */
+    PyTypeObject *ListenerType;     /* server.c */
+    PyTypeObject *DatagramType;     /* udp.c */
+    PyObject *socket_type;          /* socket.socket */
+    PyObject *check_ssl_socket;     /* asyncio.base_events._check_ssl_socket */
+    PyObject *buffered_protocol;    /* asyncio.BufferedProtocol */
+    PyObject *transport_socket;     /* asyncio.trsock.TransportSocket */
+    PyObject *set_result_unless_cancelled; /* asyncio.futures._set_... */
+    PyObject *logger;               /* asyncio.log.logger */
+#define GL_NET_STRING_FIELD(name) PyObject *s_##name;
+    GL_NET_STRINGS(GL_NET_STRING_FIELD)
+#undef GL_NET_STRING_FIELD
+} gl_net_state;
 
 /* ------------------------------------------------------------------ */
 /* module state (module.c)                                            */
@@ -45,6 +82,11 @@ typedef struct {
     PyObject *str_set_name;
     PyObject *kwnames_loop;         /* ("loop",) for vectorcall */
     PyMethodDef *loop_methods;      /* every file's Loop methods, joined */
+    PyObject *get_running_loop;     /* asyncio.events._get_running_loop */
+    PyObject *set_running_loop;     /* asyncio.events._set_running_loop */
+    PyObject *swap_current_task;    /* 3.12+: asyncio.tasks._swap_current_task */
+    PyObject *current_tasks;        /* 3.11: asyncio.tasks._current_tasks */
+    gl_net_state net;               /* networking (net.c) */
 } gl_state;
 
 extern PyModuleDef gl_module_def;
@@ -147,10 +189,31 @@ int gl_timers_traverse(gl_timers *t, visitproc visit, void *arg);
 /* ------------------------------------------------------------------ */
 /* epoll set (poll.c)                                                 */
 
+struct gl_loop;
+
+/* A C watcher: transports, servers and pending sock_* operations get their
+ * epoll events through a function pointer, straight from the event, with
+ * no Handle and no trip through the ready queue.  The callback gets a
+ * borrowed owner that the dispatcher keeps alive for the call; it returns
+ * -1 only for an exception that must stop the loop (SystemExit,
+ * KeyboardInterrupt), 0 otherwise, having reported anything else. */
+typedef int (*gl_watch_fn)(struct gl_loop *loop, PyObject *owner,
+                           uint32_t events);
+
+enum {
+    GL_WATCH_SHARED = 1,         /* sock_* waiters, listeners: add_reader ok */
+    GL_WATCH_OWNED = 2,          /* a transport: add_reader raises */
+};
+
 typedef struct {
     gl_handle *reader;
     gl_handle *writer;
+    PyObject *owner;             /* C watcher's object (strong), or NULL */
+    gl_watch_fn watch_fn;
+    uint32_t watch_events;       /* EPOLLIN/EPOLLOUT, EPOLLET if it wants */
+    int watch_kind;              /* GL_WATCH_* */
     uint32_t events;             /* what is registered in epoll */
+    uint32_t gen;                /* registration generation, in event data */
 } gl_fdreg;
 
 typedef struct {
@@ -159,8 +222,12 @@ typedef struct {
     int64_t timerfd_armed_ns;    /* 0 when disarmed */
     gl_fdreg *regs;              /* indexed by fd */
     int nregs;                   /* length of regs */
-    int active;                  /* fds with a reader or a writer */
+    int active;                  /* fds with a reader, writer or watcher */
+    uint32_t next_gen;
+    char *readbuf;               /* one read buffer for every transport */
 } gl_poll;
+
+#define GL_READBUF_SIZE (256 * 1024)
 
 int gl_poll_init(gl_poll *p);                 /* -1 with OSError set */
 void gl_poll_close(gl_poll *p);
@@ -173,8 +240,24 @@ int gl_poll_set(gl_poll *p, int fd, int is_writer, gl_handle *h);
  * not, -1 on error. */
 int gl_poll_remove(gl_poll *p, int fd, int is_writer);
 gl_handle *gl_poll_get(gl_poll *p, int fd, int is_writer);
+/* Installs owner as the C watcher of fd (takes a new reference).  Fails
+ * with RuntimeError if another object already watches fd. */
+int gl_poll_watch(gl_poll *p, int fd, PyObject *owner, gl_watch_fn fn,
+                  uint32_t events, int kind);
+/* Changes what the watcher of fd (which must be owner) waits for.  Always
+ * issues the epoll_ctl, so an fd reused behind our back is re-added. */
+int gl_poll_watch_events(gl_poll *p, int fd, PyObject *owner,
+                         uint32_t events);
+/* Removes owner as the watcher of fd if it is; never fails (an fd closed
+ * behind our back is simply forgotten).  May release the last reference
+ * to owner. */
+void gl_poll_unwatch(gl_poll *p, int fd, PyObject *owner);
+/* The watcher of fd (borrowed) and its kind, or NULL. */
+PyObject *gl_poll_watcher(gl_poll *p, int fd, int *kind);
+/* asyncio's _ensure_fd_no_transport: RuntimeError if fd belongs to a
+ * transport that is not closing. */
+int gl_poll_check_not_owned(gl_poll *p, int fd, PyObject *fileobj);
 void gl_poll_arm_timer(gl_poll *p, int64_t deadline_ns);
-struct gl_loop;
 /* epoll_wait(0) and queue the ready readers/writers of the loop. */
 int gl_poll_dispatch(struct gl_loop *loop);
 void gl_poll_drain_timer(gl_poll *p);
@@ -206,7 +289,18 @@ typedef struct gl_loop {
     int running;
     int dispatch_depth;
     gl_handle *current_handle;   /* borrowed, while its callback runs */
+    /* Nested main loops: the Context each dispatch depth is running a
+     * callback in (borrowed), and handles put aside because their Context
+     * is entered further up the stack, each with the depth that frees it. */
+    PyObject *entered[GL_MAX_DEPTH + 1];
+    gl_handle **deferred;
+    int *deferred_level;
+    Py_ssize_t deferred_size;
+    Py_ssize_t deferred_capacity;
+    PyObject *quit_func;         /* quits what GLib runs us in, when not run_forever */
     unsigned long thread_id;     /* while running */
+
+    int sig_rfd, sig_wfd;        /* signal wake-up socketpair, -1 if none */
 
     int debug;
     double slow_callback_duration;
@@ -221,6 +315,7 @@ typedef struct gl_loop {
 /* Each concern's methods of the Loop type live in its own file and are
  * joined when the type is made (gl_loop_make_type). Add a table here. */
 extern PyMethodDef gl_loop_core_methods[];   /* loop.c */
+extern PyMethodDef gl_signals_methods[];     /* signals.c */
 
 PyTypeObject *gl_loop_make_type(PyObject *module, gl_state *st);
 
@@ -235,11 +330,86 @@ gl_monotonic_ns(void)
 int gl_loop_push_ready(gl_loop *loop, gl_handle *h);   /* takes a new ref */
 void gl_loop_update_deadline(gl_loop *loop);
 /* Runs rounds until the queue is empty, the budget is spent, stop() was
- * called or a callback raised SystemExit/KeyboardInterrupt. Needs the GIL. */
-void gl_loop_run_batch(gl_loop *loop);
+ * called or a callback raised SystemExit/KeyboardInterrupt. Needs the GIL.
+ * epoll_readable: GLib saw the epoll fd readable, so the first round reads
+ * it even when no user fd is registered (timerfd, signal wake-up). */
+void gl_loop_run_batch(gl_loop *loop, int epoll_readable);
 int gl_loop_check_not_closed(gl_loop *loop);
 void gl_loop_report_error(gl_loop *loop, PyObject *message, PyObject *exc,
                           gl_handle *h);
+
+/* ------------------------------------------------------------------ */
+/* signal wake-up (signals.c)                                         */
+
+void gl_signals_close(gl_loop *loop);
+/* Drains the wake-up socket and runs Python's signal handlers; -1 with the
+ * handler's exception (KeyboardInterrupt) set. */
+int gl_signals_on_wakeup(gl_loop *loop);
+
+/* ------------------------------------------------------------------ */
+/* networking: shared helpers (net.c)                                 */
+
+int gl_net_state_init(PyObject *module, gl_state *st);
+int gl_net_state_traverse(gl_state *st, visitproc visit, void *arg);
+void gl_net_state_clear(gl_state *st);
+
+/* A new asyncio.Future of the loop. */
+PyObject *gl_future_new(gl_loop *loop);
+/* fut.set_result(value) / fut.set_exception(exc); -1 with an exception
+ * set if that raised. */
+int gl_future_set_result(gl_state *st, PyObject *fut, PyObject *value);
+int gl_future_set_exception(gl_state *st, PyObject *fut, PyObject *exc);
+/* 1 if fut.done(), 0 if not, -1 on error. */
+int gl_future_done(gl_state *st, PyObject *fut);
+/* sock.fileno() as an int (-1 for a closed socket), or -2 with an
+ * exception set. */
+int gl_sock_fileno(gl_state *st, PyObject *sock);
+/* The Python address of a sockaddr of AF_INET, AF_INET6 or AF_UNIX, as the
+ * socket module makes it.  NULL without an exception for other families
+ * (the caller asks the socket module instead), NULL with one on error. */
+PyObject *gl_sockaddr_to_py(const void *sa, unsigned int len);
+/* Fills *out (a struct sockaddr_storage) from a Python address of family,
+ * for numeric AF_INET and AF_INET6 addresses and AF_UNIX paths.  1 on
+ * success, 0 when the socket module must do it (names to resolve, other
+ * families), -1 on error. */
+int gl_sockaddr_from_py(int family, PyObject *addr, void *out,
+                        unsigned int *len);
+/* Exceptions a callback may raise that must stop the loop. */
+static inline int
+gl_exc_is_fatal(PyObject *exc)
+{
+    return PyErr_GivenExceptionMatches(exc, PyExc_SystemExit) ||
+           PyErr_GivenExceptionMatches(exc, PyExc_KeyboardInterrupt);
+}
+/* loop.call_exception_handler({'message', 'exception', and 'transport',
+ * 'protocol', 'socket' when not NULL}); never fails (reports unraisable). */
+void gl_net_report(gl_loop *loop, const char *message, PyObject *exc,
+                   PyObject *transport, PyObject *protocol, PyObject *sock);
+/* Schedules callable(*args) in the next round, as call_soon does. */
+int gl_loop_call_soon(gl_loop *loop, PyObject *callable, PyObject *args);
+/* The loop's read buffer (GL_READBUF_SIZE bytes), allocated on first use;
+ * NULL with MemoryError set. */
+char *gl_loop_readbuf(gl_loop *loop);
+
+/* A transport's get_extra_info() dict: extra plus 'socket' (a
+ * TransportSocket), 'sockname' and, unless given, 'peername'. */
+PyObject *gl_transport_extra(gl_state *st, PyObject *sock, PyObject *extra);
+
+/* Loop methods of the networking files (see method_tables in loop.c). */
+extern PyMethodDef gl_sockops_methods[];     /* sockops.c */
+extern PyMethodDef gl_stream_methods[];      /* stream.c */
+extern PyMethodDef gl_server_methods[];      /* server.c */
+extern PyMethodDef gl_udp_methods[];         /* udp.c */
+extern PyType_Spec gl_sockwait_spec;
+extern PyType_Spec gl_listener_spec;
+/* Transport types subclass asyncio.Transport / asyncio.DatagramTransport,
+ * so they are made with those bases at module init. */
+PyTypeObject *gl_stream_make_type(PyObject *module);
+PyTypeObject *gl_udp_make_type(PyObject *module);
+/* A stream transport on a connected non-blocking socket (stream.c).
+ * waiter, extra and server may be NULL. */
+PyObject *gl_stream_new(gl_loop *loop, PyObject *sock, PyObject *protocol,
+                        PyObject *waiter, PyObject *extra, PyObject *server);
 
 /* ------------------------------------------------------------------ */
 /* the GSource (source.c)                                             */

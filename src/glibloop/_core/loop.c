@@ -5,6 +5,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <sys/epoll.h>
 #include <structmember.h>
@@ -75,6 +76,86 @@ ts_clear(gl_loop *loop)
         gl_handle_release(items[i]);
     }
     g_free(items);
+}
+
+/* ------------------------------------------------------------------ */
+/* handles put aside while a nested main loop runs                    */
+
+/* The dispatch depth whose running callback has ctx entered, or 0. */
+static int
+entered_level(gl_loop *loop, PyObject *ctx, int depth)
+{
+    for (int level = 1; level < depth && level <= GL_MAX_DEPTH; level++) {
+        if (loop->entered[level] == ctx) {
+            return level;
+        }
+    }
+    return 0;
+}
+
+/* Takes over the queue's reference to h. */
+static int
+defer_handle(gl_loop *loop, gl_handle *h, int level)
+{
+    if (loop->deferred_size == loop->deferred_capacity) {
+        Py_ssize_t cap = loop->deferred_capacity ? loop->deferred_capacity * 2 : 16;
+        gl_handle **items = PyMem_Realloc(loop->deferred, (size_t)cap * sizeof(*items));
+        if (items == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        loop->deferred = items;
+        int *levels = PyMem_Realloc(loop->deferred_level, (size_t)cap * sizeof(*levels));
+        if (levels == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        loop->deferred_level = levels;
+        loop->deferred_capacity = cap;
+    }
+    loop->deferred[loop->deferred_size] = h;
+    loop->deferred_level[loop->deferred_size] = level;
+    loop->deferred_size++;
+    return 0;
+}
+
+/* The callback at `level` returned: what waited for its Context may run. */
+static int
+requeue_deferred(gl_loop *loop, int level)
+{
+    Py_ssize_t kept = 0;
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < loop->deferred_size; i++) {
+        gl_handle *h = loop->deferred[i];
+        if (loop->deferred_level[i] >= level) {
+            if (rc == 0 && gl_loop_push_ready(loop, h) < 0) {
+                rc = -1;
+            }
+            gl_handle_release(h);
+        }
+        else {
+            loop->deferred[kept] = h;
+            loop->deferred_level[kept] = loop->deferred_level[i];
+            kept++;
+        }
+    }
+    loop->deferred_size = kept;
+    return rc;
+}
+
+static void
+deferred_clear(gl_loop *loop)
+{
+    gl_handle **items = loop->deferred;
+    Py_ssize_t n = loop->deferred_size;
+    loop->deferred = NULL;
+    loop->deferred_size = loop->deferred_capacity = 0;
+    PyMem_Free(loop->deferred_level);
+    loop->deferred_level = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        gl_handle_release(items[i]);
+    }
+    PyMem_Free(items);
 }
 
 /* ------------------------------------------------------------------ */
@@ -173,11 +254,35 @@ stash_exception(gl_loop *loop)
     if (loop->mainloop != NULL) {
         g_main_loop_quit(loop->mainloop);
     }
+    else if (loop->quit_func != NULL) {
+        /* run_application(): quit the application; it re-raises after. */
+        PyObject *r = PyObject_CallNoArgs(loop->quit_func);
+        if (r == NULL) {
+            PyErr_WriteUnraisable(loop->quit_func);
+        }
+        Py_XDECREF(r);
+    }
     else if (loop->pending_exc != NULL) {
-        /* GLib is running us from elsewhere: nobody can receive it. */
+        /* GLib is iterating us from elsewhere and nobody will re-raise it:
+         * hand it to Python's unraisable hook rather than lose it. */
         gl_err_restore(loop->pending_exc);
         loop->pending_exc = NULL;
         PyErr_WriteUnraisable((PyObject *)loop);
+    }
+}
+
+static void
+quit_running(gl_loop *loop)
+{
+    if (loop->mainloop != NULL) {
+        g_main_loop_quit(loop->mainloop);
+    }
+    else if (loop->quit_func != NULL) {
+        PyObject *r = PyObject_CallNoArgs(loop->quit_func);
+        if (r == NULL) {
+            PyErr_WriteUnraisable(loop->quit_func);
+        }
+        Py_XDECREF(r);
     }
 }
 
@@ -267,41 +372,176 @@ run_timed(gl_loop *loop, gl_handle *h, int *rc)
     }
 }
 
-/* Runs the handles that were ready when the round started. */
+/* Runs the handles that were ready when the round started.  In a nested
+ * dispatch, a handle whose Context a callback further up the stack has
+ * entered (a step of the task that started the nested main loop) cannot
+ * run now: it waits, in order, until that callback returns. */
 static int
 run_round(gl_loop *loop)
 {
     gl_ready *q = &loop->ready;
     uint64_t end = q->tail;
+    int depth = loop->dispatch_depth;
     while (q->head < end) {
         gl_handle *h = q->items[q->head & q->mask];
         __atomic_store_n(&q->head, q->head + 1, __ATOMIC_RELAXED);
-        int rc = 0;
-        if (!h->cancelled) {
-            loop->current_handle = h;
-            if (loop->debug) {
-                run_timed(loop, h, &rc);
-            }
-            else {
-                rc = gl_handle_run(h);
-            }
-            loop->current_handle = NULL;
+        if (h->cancelled) {
+            gl_handle_release(h);
+            continue;
         }
+        if (depth > 1) {
+            int level = entered_level(loop, h->context, depth);
+            if (level > 0) {
+                if (defer_handle(loop, h, level) < 0) {
+                    gl_handle_release(h);
+                    return -1;
+                }
+                continue;
+            }
+        }
+        int rc = 0;
+        gl_handle *outer_handle = loop->current_handle;
+        loop->current_handle = h;
+        if (depth <= GL_MAX_DEPTH) {
+            loop->entered[depth] = h->context;
+        }
+        if (loop->debug) {
+            run_timed(loop, h, &rc);
+        }
+        else {
+            rc = gl_handle_run(h);
+        }
+        if (depth <= GL_MAX_DEPTH) {
+            loop->entered[depth] = NULL;
+        }
+        loop->current_handle = outer_handle;
         gl_handle_release(h);
         if (rc < 0) {
+            return -1;
+        }
+        if (loop->deferred_size > 0 && requeue_deferred(loop, depth) < 0) {
             return -1;
         }
     }
     return 0;
 }
 
+/* Around a nested dispatch: the task whose step started the nested main
+ * loop is asyncio's current task; the tasks run inside must not see it
+ * (asyncio would refuse to enter them). */
+static PyObject *
+swap_current_task(gl_loop *loop, PyObject *task)
+{
+    gl_state *st = loop->st;
+    if (st->swap_current_task != NULL) {
+        return PyObject_CallFunctionObjArgs(st->swap_current_task,
+                                            (PyObject *)loop, task, NULL);
+    }
+    /* 3.11: the C Task's dict of current tasks, keyed by loop */
+    PyObject *tasks = st->current_tasks;
+    PyObject *old = PyDict_GetItemWithError(tasks, (PyObject *)loop);
+    if (old == NULL && PyErr_Occurred()) {
+        return NULL;
+    }
+    old = Py_NewRef(old ? old : Py_None);
+    int rc;
+    if (task != Py_None) {
+        rc = PyDict_SetItem(tasks, (PyObject *)loop, task);
+    }
+    else {
+        rc = old != Py_None ? PyDict_DelItem(tasks, (PyObject *)loop) : 0;
+    }
+    if (rc < 0) {
+        Py_DECREF(old);
+        return NULL;
+    }
+    return old;
+}
+
+/* When GLib iterates the context outside run_forever/run_application
+ * (GLib.MainLoop().run(), MainContext.iteration()), callbacks must still
+ * find this loop with asyncio.get_running_loop(). */
+static PyObject *
+enter_running_loop(gl_loop *loop)
+{
+    gl_state *st = loop->st;
+    PyObject *prev = PyObject_CallNoArgs(st->get_running_loop);
+    if (prev == NULL) {
+        return NULL;
+    }
+    if (prev != (PyObject *)loop) {
+        PyObject *r = PyObject_CallOneArg(st->set_running_loop, (PyObject *)loop);
+        if (r == NULL) {
+            Py_DECREF(prev);
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    return prev;
+}
+
+static void
+leave_running_loop(gl_loop *loop, PyObject *prev)
+{
+    if (prev != (PyObject *)loop) {
+        PyObject *r = PyObject_CallOneArg(loop->st->set_running_loop, prev);
+        if (r == NULL) {
+            PyErr_WriteUnraisable((PyObject *)loop);
+        }
+        Py_XDECREF(r);
+    }
+    Py_DECREF(prev);
+}
+
+static void run_rounds(gl_loop *loop, int epoll_readable);
+
 void
-gl_loop_run_batch(gl_loop *loop)
+gl_loop_run_batch(gl_loop *loop, int epoll_readable)
 {
     if (loop->closed || loop->pending_exc != NULL) {
         return;
     }
+    PyObject *prev_loop = NULL, *outer_task = NULL;
+    PyObject *exc = gl_err_fetch();  /* GLib may call us with one pending */
+    if (!loop->running) {
+        prev_loop = enter_running_loop(loop);
+        if (prev_loop == NULL) {
+            PyErr_WriteUnraisable((PyObject *)loop);
+            goto out;
+        }
+    }
     loop->dispatch_depth++;
+    if (loop->dispatch_depth > 1) {
+        outer_task = swap_current_task(loop, Py_None);
+        if (outer_task == NULL) {
+            PyErr_WriteUnraisable((PyObject *)loop);
+            loop->dispatch_depth--;
+            goto restore_loop;
+        }
+    }
+    run_rounds(loop, epoll_readable);
+    if (outer_task != NULL) {
+        PyObject *r = swap_current_task(loop, outer_task);
+        if (r == NULL) {
+            PyErr_WriteUnraisable((PyObject *)loop);
+        }
+        Py_XDECREF(r);
+        Py_DECREF(outer_task);
+    }
+    loop->dispatch_depth--;
+restore_loop:
+    if (prev_loop != NULL) {
+        leave_running_loop(loop, prev_loop);
+    }
+out:
+    if (exc != NULL) {
+        gl_err_restore(exc);
+    }
+}
+
+static void
+run_rounds(gl_loop *loop, int epoll_readable)
+{
     int64_t now = gl_monotonic_ns();
     int64_t budget_end = now + loop->batch_budget_ns;
     for (;;) {
@@ -309,9 +549,11 @@ gl_loop_run_batch(gl_loop *loop)
             goto fail;
         }
         gl_poll_drain_timer(&loop->poll);
-        if (loop->poll.active > 0 && gl_poll_dispatch(loop) < 0) {
+        if ((loop->poll.active > 0 || epoll_readable) &&
+            gl_poll_dispatch(loop) < 0) {
             goto fail;
         }
+        epoll_readable = 0;
         now = gl_monotonic_ns();
         if (collect_timers(loop, now) < 0) {
             goto fail;
@@ -324,9 +566,7 @@ gl_loop_run_batch(gl_loop *loop)
         }
         if (loop->stopping) {
             loop->stopping = 0;
-            if (loop->mainloop != NULL) {
-                g_main_loop_quit(loop->mainloop);
-            }
+            quit_running(loop);
             break;
         }
         now = gl_monotonic_ns();
@@ -346,7 +586,6 @@ done:
     if (!loop->closed) {
         gl_loop_update_deadline(loop);
     }
-    loop->dispatch_depth--;
 }
 
 /* ------------------------------------------------------------------ */
@@ -642,6 +881,7 @@ add_fd_handler(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs,
     }
     int fd = fileobj_to_fd(args[0]);
     if (fd < 0 || gl_loop_check_not_closed(loop) < 0 ||
+        gl_poll_check_not_owned(&loop->poll, fd, args[0]) < 0 ||
         check_callback(args[1], method) < 0) {
         return NULL;
     }
@@ -686,6 +926,9 @@ remove_fd_handler(gl_loop *loop, PyObject *fileobj, int is_writer)
     }
     if (loop->closed) {
         Py_RETURN_FALSE;
+    }
+    if (gl_poll_check_not_owned(&loop->poll, fd, fileobj) < 0) {
+        return NULL;
     }
     int rc = gl_poll_remove(&loop->poll, fd, is_writer);
     if (rc < 0) {
@@ -933,6 +1176,52 @@ loop_run_forever_native(gl_loop *loop, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+static PyObject *
+loop_begin_external_run(gl_loop *loop, PyObject *quit_func)
+{
+    if (gl_loop_check_not_closed(loop) < 0) {
+        return NULL;
+    }
+    if (loop->running) {
+        PyErr_SetString(PyExc_RuntimeError, "This event loop is already running");
+        return NULL;
+    }
+    if (quit_func != Py_None && !PyCallable_Check(quit_func)) {
+        PyErr_SetString(PyExc_TypeError, "quit_func must be callable or None");
+        return NULL;
+    }
+    Py_XSETREF(loop->quit_func, quit_func == Py_None ? NULL : Py_NewRef(quit_func));
+    loop->running = 1;
+    loop->thread_id = PyThread_get_thread_ident();
+    if (owns_thread_default(loop)) {
+        g_main_context_push_thread_default(loop->context);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+loop_end_external_run(gl_loop *loop, PyObject *Py_UNUSED(ignored))
+{
+    if (!loop->running || loop->mainloop != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the loop is not in an external run");
+        return NULL;
+    }
+    if (owns_thread_default(loop)) {
+        g_main_context_pop_thread_default(loop->context);
+    }
+    Py_CLEAR(loop->quit_func);
+    loop->running = 0;
+    loop->thread_id = 0;
+    __atomic_store_n(&loop->stopping, 0, __ATOMIC_RELAXED);
+    if (loop->pending_exc != NULL) {
+        PyObject *exc = loop->pending_exc;
+        loop->pending_exc = NULL;
+        gl_err_restore(exc);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static void
 release_resources(gl_loop *loop)
 {
@@ -945,6 +1234,8 @@ release_resources(gl_loop *loop)
     ready_clear(&loop->ready);
     gl_timers_clear(&loop->timers);
     ts_clear(loop);
+    deferred_clear(loop);
+    gl_signals_close(loop);
     gl_poll_close(&loop->poll);
     __atomic_store_n(&loop->next_deadline_ns, GL_NO_DEADLINE, __ATOMIC_RELAXED);
 }
@@ -1066,6 +1357,7 @@ loop_new(PyTypeObject *type, PyObject *Py_UNUSED(args),
     }
     loop->poll.epfd = -1;
     loop->poll.timerfd = -1;
+    loop->sig_rfd = loop->sig_wfd = -1;
     g_mutex_init(&loop->ts_lock);
     loop->next_deadline_ns = GL_NO_DEADLINE;
     loop->slow_callback_duration = 0.1;
@@ -1094,6 +1386,13 @@ loop_traverse(gl_loop *loop, visitproc visit, void *arg)
             return rc;
         }
     }
+    for (Py_ssize_t i = 0; i < loop->deferred_size; i++) {
+        int rc = gl_handle_traverse_queued(loop->deferred[i], visit, arg);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    Py_VISIT(loop->quit_func);
     Py_VISIT(loop->exception_handler);
     Py_VISIT(loop->task_factory);
     Py_VISIT(loop->pending_exc);
@@ -1108,6 +1407,8 @@ loop_clear(gl_loop *loop)
     gl_timers_clear(&loop->timers);
     gl_poll_clear_handlers(&loop->poll);
     ts_clear(loop);
+    deferred_clear(loop);
+    Py_CLEAR(loop->quit_func);
     Py_CLEAR(loop->exception_handler);
     Py_CLEAR(loop->task_factory);
     Py_CLEAR(loop->pending_exc);
@@ -1239,6 +1540,42 @@ loop_set_budget(gl_loop *loop, PyObject *v, void *Py_UNUSED(c))
 }
 
 static PyObject *
+loop_get_priority(gl_loop *loop, void *Py_UNUSED(c))
+{
+    if (gl_loop_check_not_closed(loop) < 0) {
+        return NULL;
+    }
+    return PyLong_FromLong(g_source_get_priority(loop->source));
+}
+
+static int
+loop_set_priority(gl_loop *loop, PyObject *v, void *Py_UNUSED(c))
+{
+    if (v == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete attribute");
+        return -1;
+    }
+    if (!PyLong_Check(v)) {
+        PyErr_Format(PyExc_TypeError, "priority must be an int, not %T", v);
+        return -1;
+    }
+    int overflow;
+    long p = PyLong_AsLongAndOverflow(v, &overflow);
+    if (p == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (overflow || p < INT_MIN || p > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "priority out of range");
+        return -1;
+    }
+    if (gl_loop_check_not_closed(loop) < 0) {
+        return -1;
+    }
+    g_source_set_priority(loop->source, (gint)p);
+    return 0;
+}
+
+static PyObject *
 loop_get_ready_count(gl_loop *loop, void *Py_UNUSED(c))
 {
     return PyLong_FromUnsignedLongLong(loop->ready.tail - loop->ready.head);
@@ -1261,6 +1598,10 @@ static PyGetSetDef loop_getset[] = {
     {"_stopping", (getter)loop_get_stopping, NULL, NULL, NULL},
     {"_thread_id", (getter)loop_get_thread_id, NULL, NULL, NULL},
     {"_current_handle", (getter)loop_get_current_handle, NULL, NULL, NULL},
+    {"priority", (getter)loop_get_priority, (setter)loop_set_priority,
+     PyDoc_STR("GLib priority of the loop's source (default GLib.PRIORITY_DEFAULT,\n"
+               "0). A larger number lets GTK input and redraw go first."),
+     NULL},
     {"_ready_count", (getter)loop_get_ready_count, NULL,
      PyDoc_STR("Number of callbacks waiting in the ready queue."), NULL},
     {"_timer_count", (getter)loop_get_timer_count, NULL,
@@ -1334,6 +1675,12 @@ PyMethodDef gl_loop_core_methods[] = {
     {"_run_forever_native", (PyCFunction)loop_run_forever_native, METH_NOARGS,
      run_native_doc},
     {"_close_native", (PyCFunction)loop_close_native, METH_NOARGS, NULL},
+    {"_begin_external_run", (PyCFunction)loop_begin_external_run, METH_O,
+     PyDoc_STR("Mark the loop running while something else (an application's\n"
+               "run()) iterates its context; quit_func is called by stop().")},
+    {"_end_external_run", (PyCFunction)loop_end_external_run, METH_NOARGS,
+     PyDoc_STR("End an external run; raise a KeyboardInterrupt/SystemExit kept\n"
+               "from a callback.")},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1366,6 +1713,11 @@ static PyType_Spec loop_spec = {
 
 static PyMethodDef *const method_tables[] = {
     gl_loop_core_methods,
+    gl_signals_methods,
+    gl_sockops_methods,
+    gl_stream_methods,
+    gl_server_methods,
+    gl_udp_methods,
 };
 
 PyTypeObject *

@@ -65,9 +65,23 @@ module_exec(PyObject *module)
         import_attr(&st->format_callback, "asyncio.format_helpers",
                     "_format_callback_source") < 0 ||
         import_attr(&st->extract_stack, "asyncio.format_helpers",
-                    "extract_stack") < 0) {
+                    "extract_stack") < 0 ||
+        import_attr(&st->get_running_loop, "asyncio.events",
+                    "_get_running_loop") < 0 ||
+        import_attr(&st->set_running_loop, "asyncio.events",
+                    "_set_running_loop") < 0) {
         return -1;
     }
+#if PY_VERSION_HEX >= 0x030C0000
+    if (import_attr(&st->swap_current_task, "asyncio.tasks",
+                    "_swap_current_task") < 0) {
+        return -1;
+    }
+#else
+    if (import_attr(&st->current_tasks, "asyncio.tasks", "_current_tasks") < 0) {
+        return -1;
+    }
+#endif
     if (intern(&st->str_call_exception_handler, "call_exception_handler") < 0 ||
         intern(&st->str_log_slow_callback, "_log_slow_callback") < 0 ||
         intern(&st->str_context, "context") < 0 ||
@@ -82,6 +96,9 @@ module_exec(PyObject *module)
     }
     st->kwnames_loop = PyTuple_Pack(1, st->str_loop);
     if (st->kwnames_loop == NULL) {
+        return -1;
+    }
+    if (gl_net_state_init(module, st) < 0) {
         return -1;
     }
     char glib_version[64];
@@ -105,6 +122,14 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->task_type);
     Py_VISIT(st->format_callback);
     Py_VISIT(st->extract_stack);
+    Py_VISIT(st->get_running_loop);
+    Py_VISIT(st->set_running_loop);
+    Py_VISIT(st->swap_current_task);
+    Py_VISIT(st->current_tasks);
+    int rc = gl_net_state_traverse(st, visit, arg);
+    if (rc != 0) {
+        return rc;
+    }
     return 0;
 }
 
@@ -119,6 +144,10 @@ module_clear(PyObject *module)
     Py_CLEAR(st->task_type);
     Py_CLEAR(st->format_callback);
     Py_CLEAR(st->extract_stack);
+    Py_CLEAR(st->get_running_loop);
+    Py_CLEAR(st->set_running_loop);
+    Py_CLEAR(st->swap_current_task);
+    Py_CLEAR(st->current_tasks);
     Py_CLEAR(st->str_call_exception_handler);
     Py_CLEAR(st->str_log_slow_callback);
     Py_CLEAR(st->str_context);
@@ -130,6 +159,7 @@ module_clear(PyObject *module)
     Py_CLEAR(st->str_source_traceback);
     Py_CLEAR(st->str_set_name);
     Py_CLEAR(st->kwnames_loop);
+    gl_net_state_clear(st);
     return 0;
 }
 

@@ -1,7 +1,13 @@
 /* The epoll set: the one fd GLib polls for this loop.  Readers and
  * writers registered with add_reader/add_writer live here, level-
- * triggered as asyncio's selectors are, in a table indexed by fd.  The
- * timerfd for sub-millisecond deadlines lives here too. */
+ * triggered as asyncio's selectors are, in a table indexed by fd.  So do
+ * the C watchers of transports (edge-triggered: registered once, so steady
+ * traffic costs no epoll_ctl), servers and pending sock_* operations.  The
+ * timerfd for sub-millisecond deadlines lives here too.
+ *
+ * Each registration carries a generation in its epoll data next to the
+ * fd: an event read before the fd was unregistered (and maybe reused for
+ * another socket) by a callback run in between is recognised as stale. */
 #include "internal.h"
 
 #include <errno.h>
@@ -29,7 +35,7 @@ gl_poll_init(gl_poll *p)
         goto error;
     }
     /* data.fd = -1 marks the timerfd: it never collides with a user fd. */
-    struct epoll_event ev = {.events = EPOLLIN, .data.fd = -1};
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = GL_TIMER_TAG};
     if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->timerfd, &ev) < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
         goto error;
@@ -51,6 +57,7 @@ gl_poll_clear_handlers(gl_poll *p)
     for (int fd = 0; fd < n; fd++) {
         Py_XDECREF(regs[fd].reader);
         Py_XDECREF(regs[fd].writer);
+        Py_XDECREF(regs[fd].owner);
     }
     PyMem_Free(regs);
 }
@@ -59,6 +66,8 @@ void
 gl_poll_close(gl_poll *p)
 {
     gl_poll_clear_handlers(p);
+    PyMem_Free(p->readbuf);
+    p->readbuf = NULL;
     if (p->timerfd >= 0) {
         close(p->timerfd);
         p->timerfd = -1;
@@ -75,6 +84,7 @@ gl_poll_traverse(gl_poll *p, visitproc visit, void *arg)
     for (int fd = 0; fd < p->nregs; fd++) {
         Py_VISIT(p->regs[fd].reader);
         Py_VISIT(p->regs[fd].writer);
+        Py_VISIT(p->regs[fd].owner);
     }
     return 0;
 }
@@ -100,6 +110,12 @@ ensure_slot(gl_poll *p, int fd)
     return 0;
 }
 
+static inline uint64_t
+event_data(int fd, uint32_t gen)
+{
+    return ((uint64_t)gen << 32) | (uint32_t)fd;
+}
+
 /* Brings the kernel's registration of fd in line with `want`.  An fd may
  * have been closed and reopened behind our back (epoll then forgot it),
  * so ENOENT on MOD retries as ADD and EEXIST on ADD retries as MOD. */
@@ -107,9 +123,9 @@ static int
 sync_epoll(gl_poll *p, int fd, uint32_t want)
 {
     gl_fdreg *r = &p->regs[fd];
-    struct epoll_event ev = {.events = want, .data.fd = fd};
     int rc;
     if (want == 0) {
+        struct epoll_event ev = {0};
         if (r->events != 0 && epoll_ctl(p->epfd, EPOLL_CTL_DEL, fd, &ev) < 0 &&
             errno != ENOENT && errno != EBADF) {
             PyErr_SetFromErrno(PyExc_OSError);
@@ -118,6 +134,8 @@ sync_epoll(gl_poll *p, int fd, uint32_t want)
         r->events = 0;
         return 0;
     }
+    uint32_t gen = r->events == 0 ? ++p->next_gen : r->gen;
+    struct epoll_event ev = {.events = want, .data.u64 = event_data(fd, gen)};
     if (r->events == 0) {
         rc = epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev);
         if (rc < 0 && errno == EEXIST) {
@@ -135,13 +153,30 @@ sync_epoll(gl_poll *p, int fd, uint32_t want)
         return -1;
     }
     r->events = want;
+    r->gen = gen;
     return 0;
 }
 
 static uint32_t
 wanted_events(gl_fdreg *r)
 {
-    return (r->reader ? EPOLLIN : 0) | (r->writer ? EPOLLOUT : 0);
+    uint32_t want = (r->reader ? EPOLLIN : 0) | (r->writer ? EPOLLOUT : 0);
+    if (r->owner != NULL) {
+        uint32_t w = r->watch_events;
+        if (r->reader || r->writer) {
+            /* add_reader's handles are level-triggered: an edge would be
+             * lost to them if the watcher consumed it. */
+            w &= ~(uint32_t)EPOLLET;
+        }
+        want |= w;
+    }
+    return (want & (EPOLLIN | EPOLLOUT)) ? want : 0;
+}
+
+static inline int
+reg_in_use(gl_fdreg *r)
+{
+    return r->reader || r->writer || r->owner;
 }
 
 int
@@ -152,7 +187,7 @@ gl_poll_set(gl_poll *p, int fd, int is_writer, gl_handle *h)
     }
     gl_fdreg *r = &p->regs[fd];
     gl_handle **slot = is_writer ? &r->writer : &r->reader;
-    int was_active = r->reader || r->writer;
+    int was_active = reg_in_use(r);
     gl_handle *old = *slot;
     *slot = h;
     if (sync_epoll(p, fd, wanted_events(r)) < 0) {
@@ -189,7 +224,7 @@ gl_poll_remove(gl_poll *p, int fd, int is_writer)
         PyErr_Clear();
         r->events = wanted_events(r);
     }
-    if (!r->reader && !r->writer) {
+    if (!reg_in_use(r)) {
         p->active--;
     }
     gl_handle_cancel_internal(old);
@@ -204,6 +239,119 @@ gl_poll_get(gl_poll *p, int fd, int is_writer)
         return NULL;
     }
     return is_writer ? p->regs[fd].writer : p->regs[fd].reader;
+}
+
+int
+gl_poll_watch(gl_poll *p, int fd, PyObject *owner, gl_watch_fn fn,
+              uint32_t events, int kind)
+{
+    if (p->epfd < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
+        return -1;
+    }
+    if (ensure_slot(p, fd) < 0) {
+        return -1;
+    }
+    gl_fdreg *r = &p->regs[fd];
+    if (r->owner != NULL && r->watch_kind == GL_WATCH_SHARED &&
+        kind == GL_WATCH_OWNED) {
+        /* A sock_* waiter left on an fd number that was closed and reused
+         * for this transport's socket: the old socket is gone. */
+        gl_poll_unwatch(p, fd, r->owner);
+        r = &p->regs[fd];
+    }
+    if (r->owner != NULL) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "File descriptor %d is already watched by %R", fd,
+                     r->owner);
+        return -1;
+    }
+    int was_active = reg_in_use(r);
+    r->owner = owner;
+    r->watch_fn = fn;
+    r->watch_events = events;
+    r->watch_kind = kind;
+    if (sync_epoll(p, fd, wanted_events(r)) < 0) {
+        r->owner = NULL;
+        return -1;
+    }
+    Py_INCREF(owner);
+    if (!was_active) {
+        p->active++;
+    }
+    return 0;
+}
+
+int
+gl_poll_watch_events(gl_poll *p, int fd, PyObject *owner, uint32_t events)
+{
+    if (fd < 0 || fd >= p->nregs || p->regs[fd].owner != owner) {
+        PyErr_SetString(PyExc_RuntimeError, "fd is not watched by this object");
+        return -1;
+    }
+    gl_fdreg *r = &p->regs[fd];
+    uint32_t old = r->watch_events;
+    r->watch_events = events;
+    if (sync_epoll(p, fd, wanted_events(r)) < 0) {
+        r->watch_events = old;
+        return -1;
+    }
+    return 0;
+}
+
+void
+gl_poll_unwatch(gl_poll *p, int fd, PyObject *owner)
+{
+    if (fd < 0 || fd >= p->nregs || p->regs[fd].owner != owner) {
+        return;
+    }
+    gl_fdreg *r = &p->regs[fd];
+    r->owner = NULL;
+    r->watch_fn = NULL;
+    r->watch_events = 0;
+    r->watch_kind = 0;
+    if (sync_epoll(p, fd, wanted_events(r)) < 0) {
+        /* As gl_poll_remove: an fd that is gone is forgotten anyway. */
+        PyErr_Clear();
+        r->events = wanted_events(r);
+    }
+    if (!reg_in_use(r)) {
+        p->active--;
+    }
+    Py_DECREF(owner);
+}
+
+PyObject *
+gl_poll_watcher(gl_poll *p, int fd, int *kind)
+{
+    if (fd < 0 || fd >= p->nregs || p->regs[fd].owner == NULL) {
+        return NULL;
+    }
+    if (kind != NULL) {
+        *kind = p->regs[fd].watch_kind;
+    }
+    return p->regs[fd].owner;
+}
+
+int
+gl_poll_check_not_owned(gl_poll *p, int fd, PyObject *fileobj)
+{
+    int kind;
+    PyObject *owner = gl_poll_watcher(p, fd, &kind);
+    if (owner == NULL || kind != GL_WATCH_OWNED) {
+        return 0;
+    }
+    Py_INCREF(owner);
+    PyObject *closing = PyObject_CallMethod(owner, "is_closing", NULL);
+    int is_closing = closing ? PyObject_IsTrue(closing) : -1;
+    Py_XDECREF(closing);
+    if (is_closing == 0) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "File descriptor %R is used by transport %R", fileobj,
+                     owner);
+    }
+    Py_DECREF(owner);
+    return is_closing > 0 ? 0 : -1;
 }
 
 void
@@ -236,9 +384,24 @@ gl_poll_drain_timer(gl_poll *p)
     p->timerfd_armed_ns = 0;
 }
 
-/* Reads what is ready (timeout 0) and queues the readers and writers.
- * Handlers are looked up when each event is delivered, never kept from
- * before: a callback run in between may have removed or replaced them. */
+/* Runs the C watcher of fd for one event.  The owner is kept alive for
+ * the call: the callback may close the transport, the loop, or run a
+ * nested main loop that dispatches this loop again. */
+static int
+run_watcher(gl_loop *loop, gl_fdreg *r, uint32_t ev)
+{
+    PyObject *owner = Py_NewRef(r->owner);
+    gl_watch_fn fn = r->watch_fn;
+    int rc = fn(loop, owner, ev);
+    Py_DECREF(owner);
+    return rc;
+}
+
+/* Reads what is ready (timeout 0), runs C watchers and queues the readers
+ * and writers.  Registrations are looked up when each event is delivered
+ * and again after every watcher callback, never kept from before: a
+ * callback run in between may have removed, replaced or re-added them (and
+ * grown the table). */
 int
 gl_poll_dispatch(gl_loop *loop)
 {
@@ -247,20 +410,44 @@ gl_poll_dispatch(gl_loop *loop)
     if (n < 0) {
         return errno == EINTR ? 0 : (PyErr_SetFromErrno(PyExc_OSError), -1);
     }
+    gl_poll *p = &loop->poll;
     for (int i = 0; i < n; i++) {
-        int fd = events[i].data.fd;
+        int fd = (int)(uint32_t)events[i].data.u64;
+        uint32_t gen = (uint32_t)(events[i].data.u64 >> 32);
         uint32_t ev = events[i].events;
-        if (fd < 0) {
-            gl_poll_drain_timer(&loop->poll);
+        if (fd == GL_SIGNAL_TAG) {
+            if (gl_signals_on_wakeup(loop) < 0) {
+                return -1;
+            }
             continue;
         }
+        if (fd < 0) {
+            gl_poll_drain_timer(p);
+            continue;
+        }
+        if (fd >= p->nregs || p->regs[fd].gen != gen ||
+            p->regs[fd].events == 0) {
+            continue;  /* unregistered since epoll_wait: stale */
+        }
+        if (p->regs[fd].owner != NULL) {
+            if (run_watcher(loop, &p->regs[fd], ev) < 0) {
+                return -1;
+            }
+            if (loop->closed || p->regs == NULL) {
+                return 0;
+            }
+            if (fd >= p->nregs || p->regs[fd].gen != gen ||
+                p->regs[fd].events == 0) {
+                continue;
+            }
+        }
         /* As asyncio's selectors: an error or hang-up wakes both sides. */
-        gl_handle *reader = gl_poll_get(&loop->poll, fd, 0);
+        gl_handle *reader = gl_poll_get(p, fd, 0);
         if (reader && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) &&
             gl_loop_push_ready(loop, reader) < 0) {
             return -1;
         }
-        gl_handle *writer = gl_poll_get(&loop->poll, fd, 1);
+        gl_handle *writer = gl_poll_get(p, fd, 1);
         if (writer && (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) &&
             gl_loop_push_ready(loop, writer) < 0) {
             return -1;
@@ -268,4 +455,3 @@ gl_poll_dispatch(gl_loop *loop)
     }
     return 0;
 }
-

@@ -28,6 +28,12 @@ static gboolean
 source_prepare(GSource *source, gint *timeout)
 {
     gl_loop *loop = ((gl_gsource *)source)->loop;
+    if (loop->pending_exc != NULL) {
+        /* A KeyboardInterrupt/SystemExit waits for run_forever to raise it
+         * (a nested main loop is still unwinding): asyncio stays paused. */
+        *timeout = -1;
+        return FALSE;
+    }
     if (has_immediate_work(loop)) {
         *timeout = 0;
         return TRUE;
@@ -61,6 +67,9 @@ source_check(GSource *source)
 {
     gl_gsource *gs = (gl_gsource *)source;
     gl_loop *loop = gs->loop;
+    if (loop->pending_exc != NULL) {
+        return FALSE;
+    }
     if (has_immediate_work(loop)) {
         return TRUE;
     }
@@ -75,10 +84,12 @@ static gboolean
 source_dispatch(GSource *source, GSourceFunc Py_UNUSED(cb),
                 gpointer Py_UNUSED(data))
 {
-    gl_loop *loop = ((gl_gsource *)source)->loop;
+    gl_gsource *gs = (gl_gsource *)source;
+    gl_loop *loop = gs->loop;
+    int readable = g_source_query_unix_fd(source, gs->epoll_tag) != 0;
     PyGILState_STATE gil = PyGILState_Ensure();
     Py_INCREF(loop);
-    gl_loop_run_batch(loop);
+    gl_loop_run_batch(loop, readable);
     Py_DECREF(loop);
     PyGILState_Release(gil);
     return G_SOURCE_CONTINUE;
@@ -99,9 +110,9 @@ gl_source_new(gl_loop *loop)
     gs->loop = loop;
     gs->epoll_tag = g_source_add_unix_fd(source, loop->poll.epfd, G_IO_IN);
     g_source_set_name(source, "glibloop asyncio");
-    /* Not recursive yet: a nested main loop started from a callback pauses
-     * asyncio until it returns (see docs/design.md, nested loops). */
-    g_source_set_can_recurse(source, FALSE);
+    /* A main loop nested in a callback (a modal dialog, MainLoop.run() in a
+     * coroutine) keeps dispatching asyncio: see gl_loop_run_batch. */
+    g_source_set_can_recurse(source, TRUE);
     return source;
 }
 

@@ -1,0 +1,937 @@
+/* The datagram transport (UDP and Unix datagram sockets).
+ *
+ * Level-triggered in the epoll set: a datagram socket is either read
+ * (EPOLLIN while the transport is open) or has datagrams queued to send
+ * (EPOLLOUT only then), so steady traffic costs no epoll_ctl.  Each event
+ * reads up to GL_UDP_READS_PER_EVENT datagrams with recvfrom() into the
+ * loop's read buffer; sendto() tries the syscall at once, converting the
+ * address in C for numeric IPv4/IPv6 and Unix paths (and remembering the
+ * last one, the common case of answering the same peer), and queues only
+ * when the kernel says it would block.  Behaviour and messages follow
+ * asyncio's selector datagram transport.
+ *
+ * The type subclasses asyncio.DatagramTransport; its _extra slot is the
+ * first field. */
+#include "internal.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <structmember.h>
+
+#define GL_UDP_READS_PER_EVENT 32
+#define GL_LOG_THRESHOLD_FOR_CONNLOST_WRITES 5
+
+typedef struct {
+    PyObject *data;              /* bytes */
+    PyObject *addr;              /* None when connected */
+} dgram;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *extra;             /* asyncio.BaseTransport's _extra slot */
+    gl_loop *loop;
+    PyObject *sock;              /* NULL once the connection is lost */
+    PyObject *protocol;
+    PyObject *address;           /* the connected peer, or NULL */
+    PyObject *last_addr;         /* last address converted by sendto */
+    PyObject *weakreflist;
+    struct sockaddr_storage last_sa;
+    unsigned int last_salen;
+    int fd;
+    int family;
+    int connected;               /* extra['peername'] is true */
+    int started;
+    int closing;
+    int conn_lost;
+    int protocol_paused;
+    int watching;
+    uint32_t armed;
+    Py_ssize_t high_water;
+    Py_ssize_t low_water;
+    dgram *q;                    /* queued datagrams, a ring */
+    Py_ssize_t q_head, q_len, q_cap;
+    Py_ssize_t qsize;            /* bytes queued */
+} gl_udp;
+
+static int udp_on_event(gl_loop *loop, PyObject *owner, uint32_t ev);
+
+static inline gl_net_state *
+net(gl_udp *t)
+{
+    return &t->loop->st->net;
+}
+
+static void
+q_clear(gl_udp *t)
+{
+    dgram *q = t->q;
+    Py_ssize_t head = t->q_head, len = t->q_len, cap = t->q_cap;
+    t->q = NULL;
+    t->q_head = t->q_len = t->q_cap = 0;
+    t->qsize = 0;
+    for (Py_ssize_t i = 0; i < len; i++) {
+        dgram *d = &q[(head + i) % cap];
+        Py_DECREF(d->data);
+        Py_DECREF(d->addr);
+    }
+    PyMem_Free(q);
+}
+
+static int
+q_push(gl_udp *t, PyObject *data, PyObject *addr)
+{
+    if (t->q_len == t->q_cap) {
+        Py_ssize_t cap = t->q_cap ? t->q_cap * 2 : 8;
+        dgram *q = PyMem_Malloc((size_t)cap * sizeof(dgram));
+        if (q == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < t->q_len; i++) {
+            q[i] = t->q[(t->q_head + i) % t->q_cap];
+        }
+        PyMem_Free(t->q);
+        t->q = q;
+        t->q_head = 0;
+        t->q_cap = cap;
+    }
+    dgram *d = &t->q[(t->q_head + t->q_len) % t->q_cap];
+    d->data = Py_NewRef(data);
+    d->addr = Py_NewRef(addr);
+    t->q_len++;
+    t->qsize += PyBytes_GET_SIZE(data);
+    return 0;
+}
+
+/* Brings the epoll interest in line with the state: reading while open
+ * and started, writing while datagrams are queued. */
+static int
+sync_watch(gl_udp *t)
+{
+    if (t->loop->closed || t->sock == NULL) {
+        return 0;
+    }
+    uint32_t want = ((t->started && !t->closing) ? EPOLLIN : 0) |
+                    (t->q_len ? EPOLLOUT : 0);
+    if (want == t->armed && t->watching) {
+        return 0;
+    }
+    if (!t->watching) {
+        if (gl_poll_watch(&t->loop->poll, t->fd, (PyObject *)t, udp_on_event, want,
+                          GL_WATCH_OWNED) < 0) {
+            return -1;
+        }
+        t->watching = 1;
+    }
+    else if (gl_poll_watch_events(&t->loop->poll, t->fd, (PyObject *)t, want) < 0) {
+        return -1;
+    }
+    t->armed = want;
+    return 0;
+}
+
+static void
+unwatch(gl_udp *t)
+{
+    if (t->watching) {
+        t->watching = 0;
+        gl_poll_unwatch(&t->loop->poll, t->fd, (PyObject *)t);
+    }
+}
+
+static int
+schedule_method(gl_udp *t, PyObject *name, PyObject *arg)
+{
+    if (gl_loop_check_not_closed(t->loop) < 0) {
+        return -1;
+    }
+    PyObject *bound = PyObject_GetAttr((PyObject *)t, name);
+    if (bound == NULL) {
+        return -1;
+    }
+    PyObject *args = arg ? PyTuple_Pack(1, arg) : PyTuple_New(0);
+    int rc = args ? gl_loop_call_soon(t->loop, bound, args) : -1;
+    Py_XDECREF(args);
+    Py_DECREF(bound);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* errors                                                             */
+
+static int
+force_close(gl_udp *t, PyObject *exc)
+{
+    if (t->conn_lost) {
+        return 0;
+    }
+    q_clear(t);
+    t->closing = 1;
+    t->conn_lost++;
+    return schedule_method(t, net(t)->s__call_connection_lost, exc ? exc : Py_None);
+}
+
+/* As stream.c's: takes the current exception. */
+static int
+fatal_error(gl_udp *t, const char *message)
+{
+    PyObject *exc = gl_err_fetch();
+    if (exc == NULL) {
+        return 0;
+    }
+    if (gl_exc_is_fatal(exc)) {
+        gl_err_restore(exc);
+        return -1;
+    }
+    Py_INCREF(t);
+    if (!PyErr_GivenExceptionMatches(exc, PyExc_OSError)) {
+        gl_net_report(t->loop, message, exc, (PyObject *)t, t->protocol, NULL);
+    }
+    if (force_close(t, exc) < 0) {
+        PyErr_WriteUnraisable((PyObject *)t);
+    }
+    Py_DECREF(exc);
+    Py_DECREF(t);
+    return 0;
+}
+
+/* An OSError of a send or receive goes to protocol.error_received(). */
+static int
+error_received(gl_udp *t)
+{
+    PyObject *exc = gl_err_fetch();
+    PyObject *r = t->protocol
+        ? PyObject_CallMethodOneArg(t->protocol, net(t)->s_error_received, exc)
+        : Py_NewRef(Py_None);
+    Py_DECREF(exc);
+    if (r == NULL) {
+        return fatal_error(t, "Fatal error: protocol.error_received() call failed.");
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+static int
+call_protocol_hook(gl_udp *t, PyObject *name, const char *message)
+{
+    PyObject *proto = Py_NewRef(t->protocol);
+    PyObject *r = PyObject_CallMethodNoArgs(proto, name);
+    if (r == NULL) {
+        PyObject *exc = gl_err_fetch();
+        if (gl_exc_is_fatal(exc)) {
+            gl_err_restore(exc);
+            Py_DECREF(proto);
+            return -1;
+        }
+        gl_net_report(t->loop, message, exc, (PyObject *)t, proto, NULL);
+        Py_DECREF(exc);
+    }
+    Py_XDECREF(r);
+    Py_DECREF(proto);
+    return 0;
+}
+
+static int
+maybe_pause_protocol(gl_udp *t)
+{
+    if (t->qsize <= t->high_water || t->protocol_paused || t->protocol == NULL) {
+        return 0;
+    }
+    t->protocol_paused = 1;
+    return call_protocol_hook(t, net(t)->s_pause_writing,
+                              "protocol.pause_writing() failed");
+}
+
+static int
+maybe_resume_protocol(gl_udp *t)
+{
+    if (!t->protocol_paused || t->qsize > t->low_water || t->protocol == NULL) {
+        return 0;
+    }
+    t->protocol_paused = 0;
+    return call_protocol_hook(t, net(t)->s_resume_writing,
+                              "protocol.resume_writing() failed");
+}
+
+/* ------------------------------------------------------------------ */
+/* reading                                                            */
+
+/* One datagram.  1: delivered (there may be more), 0: none waiting or
+ * the transport stopped, -1: SystemExit/KeyboardInterrupt. */
+static int
+read_one(gl_udp *t)
+{
+    char *buf = gl_loop_readbuf(t->loop);
+    if (buf == NULL) {
+        return fatal_error(t, "Fatal read error on datagram transport");
+    }
+    struct sockaddr_storage ss;
+    socklen_t sslen = sizeof(ss);
+    ssize_t n;
+    do {
+        n = recvfrom(t->fd, buf, GL_READBUF_SIZE, MSG_DONTWAIT,
+                     (struct sockaddr *)&ss, &sslen);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return 0;
+        }
+        PyErr_SetFromErrno(PyExc_OSError);
+        return error_received(t) < 0 ? -1 : 1;
+    }
+    PyObject *addr = sslen > 0 ? gl_sockaddr_to_py(&ss, sslen) : NULL;
+    if (addr == NULL) {
+        if (PyErr_Occurred()) {
+            return fatal_error(t, "Fatal read error on datagram transport");
+        }
+        addr = Py_NewRef(Py_None);
+    }
+    PyObject *data = PyBytes_FromStringAndSize(buf, n);
+    if (data == NULL) {
+        Py_DECREF(addr);
+        return fatal_error(t, "Fatal read error on datagram transport");
+    }
+    PyObject *vargs[3] = {t->protocol, data, addr};
+    PyObject *r = PyObject_VectorcallMethod(net(t)->s_datagram_received, vargs, 3,
+                                            NULL);
+    Py_DECREF(data);
+    Py_DECREF(addr);
+    if (r == NULL) {
+        /* asyncio lets the loop log it and keeps the transport open. */
+        PyObject *exc = gl_err_fetch();
+        if (gl_exc_is_fatal(exc)) {
+            gl_err_restore(exc);
+            return -1;
+        }
+        gl_net_report(t->loop, "Fatal error: protocol.datagram_received() call failed.",
+                      exc, (PyObject *)t, t->protocol, NULL);
+        Py_DECREF(exc);
+        return 1;
+    }
+    Py_DECREF(r);
+    return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* writing                                                            */
+
+static int
+addr_to_sockaddr(gl_udp *t, PyObject *addr)
+{
+    if (t->last_addr != NULL && (addr == t->last_addr ||
+                                 PyObject_RichCompareBool(addr, t->last_addr, Py_EQ) == 1)) {
+        return 1;
+    }
+    PyErr_Clear();
+    int rc = gl_sockaddr_from_py(t->family, addr, &t->last_sa, &t->last_salen);
+    if (rc == 1) {
+        Py_XSETREF(t->last_addr, Py_NewRef(addr));
+    }
+    else {
+        Py_CLEAR(t->last_addr);
+    }
+    return rc;
+}
+
+/* Sends one datagram: 1 sent, 0 would block, -1 error set. */
+static int
+send_one(gl_udp *t, PyObject *data, PyObject *addr)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+        return -1;
+    }
+    ssize_t n;
+    int conv = t->connected ? 1 : addr_to_sockaddr(t, addr);
+    if (conv < 0) {
+        PyBuffer_Release(&view);
+        return -1;
+    }
+    if (conv == 0) {
+        /* A name to resolve or an unusual family: the socket module. */
+        PyBuffer_Release(&view);
+        PyObject *r = PyObject_CallMethodObjArgs(t->sock, net(t)->s_sendto, data,
+                                                 addr, NULL);
+        if (r == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_BlockingIOError) ||
+                PyErr_ExceptionMatches(PyExc_InterruptedError)) {
+                PyErr_Clear();
+                return 0;
+            }
+            return -1;
+        }
+        Py_DECREF(r);
+        return 1;
+    }
+    do {
+        if (t->connected) {
+            n = send(t->fd, view.buf, (size_t)view.len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        }
+        else {
+            n = sendto(t->fd, view.buf, (size_t)view.len, MSG_DONTWAIT | MSG_NOSIGNAL,
+                       (struct sockaddr *)&t->last_sa, t->last_salen);
+        }
+    } while (n < 0 && errno == EINTR);
+    PyBuffer_Release(&view);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return 0;
+        }
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    return 1;
+}
+
+/* -1 only for SystemExit/KeyboardInterrupt. */
+static int
+send_failed(gl_udp *t)
+{
+    if (PyErr_ExceptionMatches(PyExc_OSError)) {
+        return error_received(t);
+    }
+    return fatal_error(t, "Fatal write error on datagram transport");
+}
+
+static int
+write_ready(gl_udp *t)
+{
+    while (t->q_len > 0) {
+        dgram d = t->q[t->q_head];
+        int rc = send_one(t, d.data, d.addr);
+        if (rc == 0) {
+            break;
+        }
+        t->q_head = (t->q_head + 1) % t->q_cap;
+        t->q_len--;
+        t->qsize -= PyBytes_GET_SIZE(d.data);
+        Py_DECREF(d.data);
+        Py_DECREF(d.addr);
+        if (rc < 0) {
+            return send_failed(t);
+        }
+    }
+    if (maybe_resume_protocol(t) < 0) {
+        return -1;
+    }
+    if (t->q_len == 0) {
+        if (sync_watch(t) < 0) {
+            PyErr_WriteUnraisable((PyObject *)t);
+        }
+        if (t->closing && !t->conn_lost) {
+            t->conn_lost++;
+            PyObject *r = PyObject_CallMethodOneArg((PyObject *)t,
+                                                    net(t)->s__call_connection_lost,
+                                                    Py_None);
+            if (r == NULL) {
+                return fatal_error(t, "Fatal error on transport");
+            }
+            Py_DECREF(r);
+        }
+    }
+    return 0;
+}
+
+static int
+udp_on_event(gl_loop *Py_UNUSED(loop), PyObject *owner, uint32_t ev)
+{
+    gl_udp *t = (gl_udp *)owner;
+    if ((ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && t->q_len > 0 &&
+        write_ready(t) < 0) {
+        return -1;
+    }
+    for (int i = 0; i < GL_UDP_READS_PER_EVENT; i++) {
+        if (!(ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) || !t->started ||
+            t->closing || t->conn_lost || t->sock == NULL) {
+            break;
+        }
+        int rc = read_one(t);
+        if (rc <= 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* the transport API                                                  */
+
+static PyObject *
+udp_sendto(gl_udp *t, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "sendto() takes 1 or 2 arguments");
+        return NULL;
+    }
+    PyObject *data = args[0];
+    PyObject *addr = nargs > 1 ? args[1] : Py_None;
+    if (!PyBytes_Check(data) && !PyByteArray_Check(data) && !PyMemoryView_Check(data)) {
+        PyErr_Format(PyExc_TypeError,
+                     "data argument must be a bytes-like object, not '%s'",
+                     _PyType_Name(Py_TYPE(data)));
+        return NULL;
+    }
+    Py_ssize_t len = PyObject_Length(data);
+    if (len < 0) {
+        return NULL;
+    }
+    if (len == 0) {
+        Py_RETURN_NONE;
+    }
+    if (t->address != NULL) {
+        if (addr != Py_None) {
+            int eq = PyObject_RichCompareBool(addr, t->address, Py_EQ);
+            if (eq < 0) {
+                return NULL;
+            }
+            if (!eq) {
+                PyErr_Format(PyExc_ValueError, "Invalid address: must be None or %S",
+                             t->address);
+                return NULL;
+            }
+        }
+        addr = t->address;
+    }
+    if (t->conn_lost && t->address != NULL) {
+        if (t->conn_lost >= GL_LOG_THRESHOLD_FOR_CONNLOST_WRITES) {
+            PyObject *r = PyObject_CallMethod(net(t)->logger, "warning", "s",
+                                              "socket.send() raised exception.");
+            Py_XDECREF(r);
+            if (r == NULL) {
+                return NULL;
+            }
+        }
+        t->conn_lost++;
+        Py_RETURN_NONE;
+    }
+    if (t->q_len == 0 && t->sock != NULL) {
+        int rc = send_one(t, data, addr);
+        if (rc > 0) {
+            Py_RETURN_NONE;
+        }
+        if (rc < 0) {
+            if (send_failed(t) < 0) {
+                return NULL;
+            }
+            Py_RETURN_NONE;
+        }
+    }
+    PyObject *copy = PyBytes_FromObject(data);
+    if (copy == NULL) {
+        return NULL;
+    }
+    int rc = q_push(t, copy, addr);
+    Py_DECREF(copy);
+    if (rc < 0 || sync_watch(t) < 0 || maybe_pause_protocol(t) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+udp_start_reading(gl_udp *t, PyObject *Py_UNUSED(ignored))
+{
+    t->started = 1;
+    if (sync_watch(t) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+udp_call_connection_lost(gl_udp *t, PyObject *exc)
+{
+    PyObject *res = t->protocol
+        ? PyObject_CallMethodOneArg(t->protocol, net(t)->s_connection_lost, exc)
+        : Py_NewRef(Py_None);
+    PyObject *saved = res ? NULL : gl_err_fetch();
+    unwatch(t);
+    if (t->sock != NULL) {
+        PyObject *sock = t->sock;
+        t->sock = NULL;
+        PyObject *r = PyObject_CallMethodNoArgs(sock, net(t)->s_close);
+        if (r == NULL) {
+            PyErr_WriteUnraisable((PyObject *)t);
+        }
+        Py_XDECREF(r);
+        Py_DECREF(sock);
+    }
+    Py_CLEAR(t->protocol);
+    if (saved != NULL) {
+        gl_err_restore(saved);
+        return NULL;
+    }
+    Py_DECREF(res);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+udp_close(gl_udp *t, PyObject *Py_UNUSED(ignored))
+{
+    if (t->closing) {
+        Py_RETURN_NONE;
+    }
+    t->closing = 1;
+    if (sync_watch(t) < 0) {
+        PyErr_WriteUnraisable((PyObject *)t);
+    }
+    if (t->q_len == 0) {
+        t->conn_lost++;
+        if (schedule_method(t, net(t)->s__call_connection_lost, Py_None) < 0) {
+            return NULL;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+udp_abort(gl_udp *t, PyObject *Py_UNUSED(ignored))
+{
+    if (force_close(t, NULL) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+udp_is_closing(gl_udp *t, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(t->closing);
+}
+
+static PyObject *
+udp_get_protocol(gl_udp *t, PyObject *Py_UNUSED(ignored))
+{
+    return Py_NewRef(t->protocol ? t->protocol : Py_None);
+}
+
+static PyObject *
+udp_set_protocol(gl_udp *t, PyObject *protocol)
+{
+    Py_XSETREF(t->protocol, Py_NewRef(protocol));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+udp_get_extra_info(gl_udp *t, PyObject *args)
+{
+    PyObject *name, *dflt = Py_None;
+    if (!PyArg_ParseTuple(args, "O|O:get_extra_info", &name, &dflt)) {
+        return NULL;
+    }
+    PyObject *v = t->extra ? PyDict_GetItemWithError(t->extra, name) : NULL;
+    if (v == NULL && PyErr_Occurred()) {
+        return NULL;
+    }
+    return Py_NewRef(v ? v : dflt);
+}
+
+static PyObject *
+udp_get_write_buffer_size(gl_udp *t, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromSsize_t(t->qsize);
+}
+
+static PyObject *
+udp_get_write_buffer_limits(gl_udp *t, PyObject *Py_UNUSED(ignored))
+{
+    return Py_BuildValue("(nn)", t->low_water, t->high_water);
+}
+
+static PyObject *
+udp_set_write_buffer_limits(gl_udp *t, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"high", "low", NULL};
+    PyObject *high_obj = Py_None, *low_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO:set_write_buffer_limits", kwlist,
+                                     &high_obj, &low_obj)) {
+        return NULL;
+    }
+    Py_ssize_t high = 0, low = 0;
+    if (high_obj != Py_None &&
+        (high = PyNumber_AsSsize_t(high_obj, PyExc_OverflowError)) == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (low_obj != Py_None &&
+        (low = PyNumber_AsSsize_t(low_obj, PyExc_OverflowError)) == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (high_obj == Py_None) {
+        high = low_obj == Py_None ? 64 * 1024 : 4 * low;
+    }
+    if (low_obj == Py_None) {
+        low = high / 4;
+    }
+    if (!(high >= low && low >= 0)) {
+        PyErr_Format(PyExc_ValueError, "high (%zd) must be >= low (%zd) must be >= 0",
+                     high, low);
+        return NULL;
+    }
+    t->high_water = high;
+    t->low_water = low;
+    if (maybe_pause_protocol(t) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+udp_repr(gl_udp *t)
+{
+    return PyUnicode_FromFormat("<%s%s fd=%d>", _PyType_Name(Py_TYPE(t)),
+                                t->sock == NULL ? " closed" : t->closing ? " closing" : "",
+                                t->fd);
+}
+
+/* ------------------------------------------------------------------ */
+/* creation                                                           */
+
+static PyObject *
+loop_make_datagram_transport(gl_loop *loop, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"sock", "protocol", "address", "waiter", "extra", NULL};
+    PyObject *sock, *protocol, *address = Py_None, *waiter = Py_None, *extra = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|OOO:_make_datagram_transport",
+                                     kwlist, &sock, &protocol, &address, &waiter, &extra) ||
+        gl_loop_check_not_closed(loop) < 0) {
+        return NULL;
+    }
+    gl_state *st = loop->st;
+    int fd = gl_sock_fileno(st, sock);
+    if (fd == -2) {
+        return NULL;
+    }
+    PyTypeObject *tp = st->net.DatagramType;
+    gl_udp *t = (gl_udp *)tp->tp_alloc(tp, 0);
+    if (t == NULL) {
+        return NULL;
+    }
+    t->loop = (gl_loop *)Py_NewRef(loop);
+    t->sock = Py_NewRef(sock);
+    t->protocol = Py_NewRef(protocol);
+    t->fd = fd;
+    t->high_water = 64 * 1024;
+    t->low_water = 16 * 1024;
+    if (address != Py_None) {
+        t->address = Py_NewRef(address);
+    }
+    PyObject *family = PyObject_GetAttr(sock, st->net.s_family);
+    if (family == NULL) {
+        goto fail;
+    }
+    t->family = (int)PyLong_AsLong(family);
+    Py_DECREF(family);
+    if (PyErr_Occurred() || (t->extra = gl_transport_extra(st, sock, extra)) == NULL) {
+        goto fail;
+    }
+    PyObject *peer = PyDict_GetItemWithError(t->extra, st->net.s_peername);
+    if (peer == NULL && PyErr_Occurred()) {
+        goto fail;
+    }
+    t->connected = peer ? PyObject_IsTrue(peer) : 0;
+    if (t->connected < 0 || gl_poll_check_not_owned(&loop->poll, fd, sock) < 0 ||
+        sync_watch(t) < 0) {
+        goto fail;
+    }
+    /* connection_made, then reading, then the waiter, as asyncio. */
+    PyObject *made = PyObject_GetAttr(protocol, st->net.s_connection_made);
+    PyObject *margs = made ? PyTuple_Pack(1, (PyObject *)t) : NULL;
+    int rc = margs ? gl_loop_call_soon(loop, made, margs) : -1;
+    Py_XDECREF(margs);
+    Py_XDECREF(made);
+    if (rc < 0 || schedule_method(t, st->net.s__start_reading, NULL) < 0) {
+        goto fail;
+    }
+    if (waiter != Py_None) {
+        PyObject *wargs = PyTuple_Pack(2, waiter, Py_None);
+        rc = wargs ? gl_loop_call_soon(loop, st->net.set_result_unless_cancelled, wargs) : -1;
+        Py_XDECREF(wargs);
+        if (rc < 0) {
+            goto fail;
+        }
+    }
+    return (PyObject *)t;
+fail:
+    unwatch(t);
+    Py_CLEAR(t->sock);
+    Py_DECREF(t);
+    return NULL;
+}
+
+PyMethodDef gl_udp_methods[] = {
+    {"_make_datagram_transport", (PyCFunction)(void (*)(void))loop_make_datagram_transport,
+     METH_VARARGS | METH_KEYWORDS,
+     PyDoc_STR("_make_datagram_transport(sock, protocol, address=None, waiter=None, "
+               "extra=None)\n--\n\nA C datagram transport on a bound socket.")},
+    {NULL, NULL, 0, NULL},
+};
+
+/* ------------------------------------------------------------------ */
+/* the type                                                           */
+
+static int
+udp_traverse(gl_udp *t, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(t));
+    Py_VISIT(t->extra);
+    Py_VISIT(t->loop);
+    Py_VISIT(t->sock);
+    Py_VISIT(t->protocol);
+    Py_VISIT(t->address);
+    Py_VISIT(t->last_addr);
+    for (Py_ssize_t i = 0; i < t->q_len; i++) {
+        Py_VISIT(t->q[(t->q_head + i) % t->q_cap].data);
+        Py_VISIT(t->q[(t->q_head + i) % t->q_cap].addr);
+    }
+    return 0;
+}
+
+static int
+udp_clear(gl_udp *t)
+{
+    Py_CLEAR(t->extra);
+    Py_CLEAR(t->protocol);
+    Py_CLEAR(t->address);
+    Py_CLEAR(t->last_addr);
+    q_clear(t);
+    Py_CLEAR(t->sock);
+    Py_CLEAR(t->loop);
+    return 0;
+}
+
+static void
+udp_finalize(gl_udp *t)
+{
+    if (t->sock == NULL) {
+        return;
+    }
+    PyObject *exc = gl_err_fetch();
+    if (PyErr_ResourceWarning((PyObject *)t, 1, "unclosed transport %R", t) < 0) {
+        PyErr_WriteUnraisable((PyObject *)t);
+    }
+    if (t->loop != NULL) {
+        unwatch(t);
+    }
+    PyObject *sock = t->sock;
+    t->sock = NULL;
+    PyObject *r = PyObject_CallMethod(sock, "close", NULL);
+    if (r == NULL) {
+        PyErr_WriteUnraisable((PyObject *)t);
+    }
+    Py_XDECREF(r);
+    Py_DECREF(sock);
+    if (exc != NULL) {
+        gl_err_restore(exc);
+    }
+}
+
+static void
+udp_dealloc(gl_udp *t)
+{
+    PyTypeObject *tp = Py_TYPE(t);
+    PyObject_GC_UnTrack(t);
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)t) < 0) {
+        return;
+    }
+    if (t->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)t);
+    }
+    udp_clear(t);
+    tp->tp_free(t);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+udp_get_sock(gl_udp *t, void *Py_UNUSED(c))
+{
+    return Py_NewRef(t->sock ? t->sock : Py_None);
+}
+
+static PyObject *
+udp_get_address(gl_udp *t, void *Py_UNUSED(c))
+{
+    return Py_NewRef(t->address ? t->address : Py_None);
+}
+
+static PyGetSetDef udp_getset[] = {
+    {"_sock", (getter)udp_get_sock, NULL, NULL, NULL},
+    {"_address", (getter)udp_get_address, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef udp_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(gl_udp, weakreflist), READONLY, NULL},
+    {"_protocol", T_OBJECT, offsetof(gl_udp, protocol), READONLY, NULL},
+    {"_conn_lost", T_INT, offsetof(gl_udp, conn_lost), READONLY, NULL},
+    {"_sock_fd", T_INT, offsetof(gl_udp, fd), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+#define NOARGS(name, fn) {name, (PyCFunction)fn, METH_NOARGS, NULL}
+
+static PyMethodDef udp_methods[] = {
+    {"sendto", (PyCFunction)(void (*)(void))udp_sendto, METH_FASTCALL,
+     PyDoc_STR("sendto(data, addr=None): send a datagram now, or queue it.")},
+    NOARGS("close", udp_close),
+    NOARGS("abort", udp_abort),
+    NOARGS("is_closing", udp_is_closing),
+    NOARGS("get_protocol", udp_get_protocol),
+    {"set_protocol", (PyCFunction)udp_set_protocol, METH_O, NULL},
+    {"get_extra_info", (PyCFunction)udp_get_extra_info, METH_VARARGS, NULL},
+    NOARGS("get_write_buffer_size", udp_get_write_buffer_size),
+    NOARGS("get_write_buffer_limits", udp_get_write_buffer_limits),
+    {"set_write_buffer_limits", (PyCFunction)(void (*)(void))udp_set_write_buffer_limits,
+     METH_VARARGS | METH_KEYWORDS, NULL},
+    NOARGS("_start_reading", udp_start_reading),
+    {"_call_connection_lost", (PyCFunction)udp_call_connection_lost, METH_O, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot udp_slots[] = {
+    {Py_tp_doc, (void *)PyDoc_STR("A datagram transport written in C; behaves as "
+                                  "asyncio's selector datagram transport.")},
+    {Py_tp_dealloc, udp_dealloc},
+    {Py_tp_finalize, udp_finalize},
+    {Py_tp_traverse, udp_traverse},
+    {Py_tp_clear, udp_clear},
+    {Py_tp_repr, udp_repr},
+    {Py_tp_methods, udp_methods},
+    {Py_tp_getset, udp_getset},
+    {Py_tp_members, udp_members},
+    {0, NULL},
+};
+
+static PyType_Spec udp_spec = {
+    .name = "glibloop._core.DatagramTransport",
+    .basicsize = sizeof(gl_udp),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = udp_slots,
+};
+
+PyTypeObject *
+gl_udp_make_type(PyObject *module)
+{
+    PyObject *asyncio = PyImport_ImportModule("asyncio");
+    if (asyncio == NULL) {
+        return NULL;
+    }
+    PyObject *base = PyObject_GetAttrString(asyncio, "DatagramTransport");
+    Py_DECREF(asyncio);
+    if (base == NULL) {
+        return NULL;
+    }
+    if (!PyType_Check(base) ||
+        ((PyTypeObject *)base)->tp_basicsize !=
+            (Py_ssize_t)(offsetof(gl_udp, extra) + sizeof(PyObject *))) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "asyncio.DatagramTransport has an unexpected layout");
+        Py_DECREF(base);
+        return NULL;
+    }
+    PyObject *type = PyType_FromModuleAndSpec(module, &udp_spec, base);
+    Py_DECREF(base);
+    return (PyTypeObject *)type;
+}
