@@ -1,6 +1,7 @@
 # glibloop: every target sets up what it needs (apt packages, .venv, pip).
 #   make demo    run the headless demo
-#   make test    build, run the tests, then run them again on an
+#   make test    build, run the tests, run the GLib-facing tests again with
+#                Debian's PyGObject 3.42, then everything again on an
 #                AddressSanitizer + UndefinedBehaviorSanitizer build
 #   make bench   side-by-side benchmarks against asyncio, uvloop, gi.events
 
@@ -8,10 +9,13 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := gcc pkg-config libglib2.0-dev libgirepository1.0-dev \
-                libcairo2-dev gir1.2-glib-2.0 libasan8 libubsan1
+                libcairo2-dev gir1.2-glib-2.0 libasan8 libubsan1 \
+                python3-gi python3-venv
 PYTEST_ARGS ?=
 
-.PHONY: all demo test test-fast test-asan bench build system-deps clean
+VENV342 := .venv-pygobject342
+
+.PHONY: all demo test test-fast test-asan test-pygobject342 bench build system-deps clean
 
 all: build
 
@@ -46,10 +50,21 @@ test-fast: build
 test-asan: $(VENV)/.deps
 	tools/asan-run.sh $(PY) $(PYTEST_ARGS)
 
-test: test-fast test-asan
+# Debian's interpreter with Debian's PyGObject 3.42 (no asyncio protocol),
+# running the extension built above (same CPython 3.11 ABI).
+test-pygobject342: build
+	test -x $(VENV342)/bin/python || /usr/bin/python3 -m venv --system-site-packages $(VENV342)
+	$(VENV342)/bin/python -c "import pytest" 2>/dev/null || $(VENV342)/bin/python -m pip install -q pytest
+	rm -rf build/stage-342 && mkdir -p build/stage-342
+	cp -r "$$($(PY) -c 'import glibloop, os; print(os.path.dirname(glibloop.__file__))')" build/stage-342/
+	$(VENV342)/bin/python -c "import gi; assert gi.version_info[:2] == (3, 42), gi.version_info"
+	cd tests && PYTHONPATH=../build/stage-342 ../$(VENV342)/bin/python -m pytest -q \
+	  -p no:cacheprovider --ignore=cpython .
+
+test: test-fast test-pygobject342 test-asan
 
 bench: build
 	$(PY) bench/run.py
 
 clean:
-	rm -rf build dist
+	rm -rf build dist $(VENV342)

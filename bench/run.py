@@ -132,6 +132,8 @@ def cell(result: dict | None) -> str:
         return fmt_rate(result["ops_per_sec"])
     if status == "unavailable":
         return "n/a"
+    if status == "not applicable":
+        return "-"
     return status or "error"  # "error" / "timeout"
 
 
@@ -289,6 +291,10 @@ def main(argv=None) -> int:
         for _ in range(args.processes):
             for loop in args.loops:
                 done += 1
+                if not wl.WORKLOADS[workload].runs_on(loop):
+                    results[workload][loop] = {"status": "not applicable", "loop": loop,
+                                               "workload": workload}
+                    continue
                 if not available[loop]:
                     results[workload][loop] = {"status": "unavailable", "loop": loop,
                                                "workload": workload}

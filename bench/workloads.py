@@ -95,6 +95,24 @@ def _gi_events():
     return policy.new_event_loop
 
 
+class GLibAlone:
+    """Not an event loop: the "loop" of workloads that measure what PyGObject
+    alone does, as the bound the asyncio-on-GLib loops are compared with."""
+
+    def close(self):
+        pass
+
+
+@loop_factory("GLib alone")
+def _glib_alone():
+    from gi.repository import GLib  # noqa: F401 - availability check
+    return GLibAlone
+
+
+#: Loops that only run the workloads that name them.
+EXTRA_LOOPS = {"GLib alone"}
+
+
 def loop_versions() -> dict:
     """Python, GLib and each loop's version (or why it cannot be imported)."""
     info = {
@@ -171,6 +189,14 @@ class Workload:
     #: it, e.g. through GC passes over every live handle): ``--scale`` and
     #: ``--quick`` leave it alone.
     fixed_size: bool = False
+    #: The loops this workload runs on; None means every loop that is not
+    #: ``EXTRA_LOOPS`` (e.g. GLib workloads cannot run on asyncio or uvloop).
+    loops: tuple | None = None
+
+    def runs_on(self, loop_name: str) -> bool:
+        if self.loops is None:
+            return loop_name not in EXTRA_LOOPS
+        return loop_name in self.loops
 
     def size_for(self, loop_name: str, scale: float = 1.0) -> int:
         if self.fixed_size:
@@ -187,13 +213,14 @@ DEFAULT_TARGETS = {"uvloop": 1.0}
 
 def workload(name: str, *, size: int, description: str,
              loop_scale: dict | None = None, targets: dict | None = None,
-             min_size: int = 1000, fixed_size: bool = False):
+             min_size: int = 1000, fixed_size: bool = False,
+             loops: tuple | None = None):
     def register(fn):
         WORKLOADS[name] = Workload(
             name=name, fn=fn, size=size, description=description,
             loop_scale=dict(loop_scale or {}),
             targets=dict(DEFAULT_TARGETS if targets is None else targets),
-            min_size=min_size, fixed_size=fixed_size)
+            min_size=min_size, fixed_size=fixed_size, loops=loops)
         return fn
     return register
 
@@ -400,6 +427,73 @@ def call_soon_threadsafe(loop, size):
     thread.join()
     _check(arrived == size, f"{arrived} of {size} callbacks arrived")
     return arrived, elapsed
+
+
+def _loop_context(loop):
+    """The GMainContext a GLib-based asyncio loop runs on."""
+    from gi.repository import GLib
+    ctx = getattr(loop, "_context", None)
+    return ctx if ctx is not None else GLib.MainContext.default()
+
+
+@workload("glib_idle_roundtrip", size=50_000,
+          loops=("glibloop", "gi.events", "GLib alone"),
+          loop_scale={"gi.events": 0.5},
+          targets={"GLib alone": 0.8, "gi.events": 1.0},
+          description="a task attaches a GLib idle source that resolves a future "
+                      "the task awaits; ops = round trips. 'GLib alone' chains the "
+                      "same idle sources with PyGObject and no asyncio: the bound")
+def glib_idle_roundtrip(loop, size):
+    from gi.repository import GLib
+
+    if isinstance(loop, GLibAlone):
+        ctx = GLib.MainContext.default()
+        mainloop = GLib.MainLoop(ctx)
+        count = 0
+
+        def on_idle(*_user_data):
+            nonlocal count
+            count += 1
+            if count < size:
+                attach_next()
+            else:
+                mainloop.quit()
+            return GLib.SOURCE_REMOVE
+
+        def attach_next():
+            source = GLib.idle_source_new()
+            source.set_callback(on_idle)
+            source.attach(ctx)
+
+        attach_next()
+        t0 = time.perf_counter()
+        mainloop.run()
+        elapsed = time.perf_counter() - t0
+        _check(count == size, f"{count} of {size} idle callbacks")
+        return count, elapsed
+
+    ctx = _loop_context(loop)
+    trips = 0
+
+    def resolve(fut):
+        fut.set_result(None)
+        return GLib.SOURCE_REMOVE
+
+    async def main():
+        nonlocal trips
+        for _ in range(size):
+            fut = loop.create_future()
+            source = GLib.idle_source_new()
+            source.set_callback(resolve, fut)
+            source.attach(ctx)
+            await fut
+            trips += 1
+
+    t0 = time.perf_counter()
+    loop.run_until_complete(main())
+    elapsed = time.perf_counter() - t0
+    _check(trips == size, f"{trips} of {size} round trips")
+    return trips, elapsed
 
 
 # --------------------------------------------------------------------------

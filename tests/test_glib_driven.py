@@ -339,11 +339,12 @@ def test_ctrl_c_quits_application(loop):
 
 def test_pygobject_protocol_with_policy(loop):
     # With glibloop's policy, a plain GLib.MainLoop().run() on the loop's
-    # context makes it asyncio's running loop for GLib handlers as well.
+    # context makes it asyncio's running loop for GLib handlers as well
+    # (PyGObject >= 3.50 asks the policy). PyGObject 3.42 has no such
+    # protocol: there only asyncio's own callbacks see the running loop.
     import gi
 
-    if gi.version_info < (3, 50):
-        pytest.skip("PyGObject < 3.50 has no asyncio protocol")
+    has_protocol = gi.version_info >= (3, 50)
     old = asyncio.get_event_loop_policy()
     asyncio.set_event_loop_policy(glibloop.EventLoopPolicy())
     try:
@@ -352,13 +353,24 @@ def test_pygobject_protocol_with_policy(loop):
         seen = []
 
         def on_idle():
-            seen.append(asyncio.get_running_loop())
-            ml.quit()
+            try:
+                seen.append(asyncio.get_running_loop())
+            except RuntimeError:
+                seen.append(None)
             return GLib.SOURCE_REMOVE
 
+        async def task():
+            seen.append(("task", asyncio.get_running_loop()))
+            while len(seen) < 2:
+                await asyncio.sleep(0.001)
+            ml.quit()
+
         GLib.idle_add(on_idle)
+        loop.create_task(task())
+        GLib.timeout_add(5000, ml.quit)  # safety net
         ml.run()
-        assert seen == [loop]
+        assert seen[0] == ("task", loop)
+        assert seen[1] == (loop if has_protocol else None)
         assert not loop.is_running()
     finally:
         asyncio.set_event_loop(None)

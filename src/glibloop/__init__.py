@@ -13,11 +13,22 @@ import warnings as _warnings
 
 from . import _core
 from ._loop import Loop
+from .gio import SignalStream, signal_stream, wait_signal
 
 __version__ = _core.__version__
 GLIB_VERSION = _core.GLIB_VERSION
 
-__all__ = ["Loop", "new_event_loop", "run", "install", "EventLoopPolicy", "__version__"]
+__all__ = [
+    "Loop",
+    "new_event_loop",
+    "run",
+    "install",
+    "EventLoopPolicy",
+    "wait_signal",
+    "signal_stream",
+    "SignalStream",
+    "__version__",
+]
 
 
 def new_event_loop(context=None) -> Loop:

@@ -4,6 +4,8 @@
   if it cannot be imported;
 * installs a policy whose new loops are loops under test around every test, and
   restores the previous policy afterwards;
+* after each test, puts back signal handlers and the wakeup fd it changed and fails it
+  if it left a running loop set;
 * turns tests listed in known_failures.txt into skips (or, with GLIBLOOP_CPYTHON_ALL,
   into non-strict xfails, so the ones that now pass show up as XPASS);
 * kills the run with every thread's traceback if one test hangs
@@ -16,6 +18,9 @@ import asyncio
 import faulthandler
 import os
 import pathlib
+import signal
+import threading
+import warnings
 
 import pytest
 
@@ -104,6 +109,46 @@ def loop_under_test_policy():
             # Later tests would all fail with "another loop is running"; blame this one.
             asyncio.events._set_running_loop(None)
             pytest.fail(f"the test left {leaked!r} set as this thread's running loop")
+
+
+class SignalStateLeaked(pytest.PytestWarning):
+    """A test left a signal handler or the signal wakeup fd changed."""
+
+
+def _python_signal_handlers():
+    handlers = {}
+    for signum in signal.valid_signals():
+        try:
+            handler = signal.getsignal(signum)
+        except (OSError, ValueError):
+            continue
+        if handler is not None:  # None: not installed from Python, cannot be restored
+            handlers[signum] = handler
+    return handlers
+
+
+@pytest.fixture(autouse=True)
+def signal_state_restored():
+    """A test that fails half way through (say, before remove_signal_handler) can leave a
+    loop's handler installed; the next test that raises SIGINT would then hang.  Put
+    handlers and the wakeup fd back and say which test left them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = _python_signal_handlers()
+    wakeup_fd = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(wakeup_fd)
+    yield
+    changed = []
+    for signum, handler in before.items():
+        if signal.getsignal(signum) is not handler:
+            signal.signal(signum, handler)
+            changed.append(signal.Signals(signum).name)
+    leaked_fd = signal.set_wakeup_fd(wakeup_fd)
+    if leaked_fd != wakeup_fd:
+        changed.append(f"wakeup fd {leaked_fd}")
+    if changed:
+        warnings.warn(SignalStateLeaked(f"restored after the test: {', '.join(changed)}"))
 
 
 @pytest.fixture(scope="session")

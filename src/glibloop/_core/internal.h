@@ -275,13 +275,6 @@ typedef struct gl_loop {
     gl_timers timers;
     gl_poll poll;
 
-    /* call_soon_threadsafe: handles pushed by any thread */
-    GMutex ts_lock;
-    gl_handle **ts_items;
-    Py_ssize_t ts_size;
-    Py_ssize_t ts_capacity;
-    int ts_pending;              /* atomic: ts_size > 0 */
-
     /* Read by prepare/check without the GIL: written with atomics. */
     int64_t next_deadline_ns;
     int stopping;

@@ -43,7 +43,9 @@ gl_loop_push_ready(gl_loop *loop, gl_handle *h)
         }
     }
     q->items[q->tail & q->mask] = (gl_handle *)Py_NewRef(h);
-    __atomic_store_n(&q->tail, q->tail + 1, __ATOMIC_RELAXED);
+    /* release: a GLib prepare on the loop's thread may read it without
+     * the GIL, after being woken by another thread's push */
+    __atomic_store_n(&q->tail, q->tail + 1, __ATOMIC_RELEASE);
     return 0;
 }
 
@@ -60,22 +62,6 @@ ready_clear(gl_ready *q)
         gl_handle_release(items[i & mask]);
     }
     PyMem_Free(items);
-}
-
-static void
-ts_clear(gl_loop *loop)
-{
-    g_mutex_lock(&loop->ts_lock);
-    gl_handle **items = loop->ts_items;
-    Py_ssize_t n = loop->ts_size;
-    loop->ts_items = NULL;
-    loop->ts_size = loop->ts_capacity = 0;
-    __atomic_store_n(&loop->ts_pending, 0, __ATOMIC_RELEASE);
-    g_mutex_unlock(&loop->ts_lock);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        gl_handle_release(items[i]);
-    }
-    g_free(items);
 }
 
 /* ------------------------------------------------------------------ */
@@ -331,30 +317,6 @@ timer_due(gl_loop *loop, int64_t now)
 /* ------------------------------------------------------------------ */
 /* one batch of rounds                                                */
 
-static int
-collect_threadsafe(gl_loop *loop)
-{
-    if (!__atomic_load_n(&loop->ts_pending, __ATOMIC_ACQUIRE)) {
-        return 0;
-    }
-    g_mutex_lock(&loop->ts_lock);
-    gl_handle **items = loop->ts_items;
-    Py_ssize_t n = loop->ts_size;
-    loop->ts_items = NULL;
-    loop->ts_size = loop->ts_capacity = 0;
-    __atomic_store_n(&loop->ts_pending, 0, __ATOMIC_RELEASE);
-    g_mutex_unlock(&loop->ts_lock);
-    int rc = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (rc == 0 && gl_loop_push_ready(loop, items[i]) < 0) {
-            rc = -1;
-        }
-        gl_handle_release(items[i]);
-    }
-    g_free(items);
-    return rc;
-}
-
 static void
 run_timed(gl_loop *loop, gl_handle *h, int *rc)
 {
@@ -545,9 +507,6 @@ run_rounds(gl_loop *loop, int epoll_readable)
     int64_t now = gl_monotonic_ns();
     int64_t budget_end = now + loop->batch_budget_ns;
     for (;;) {
-        if (collect_threadsafe(loop) < 0) {
-            goto fail;
-        }
         gl_poll_drain_timer(&loop->poll);
         if ((loop->poll.active > 0 || epoll_readable) &&
             gl_poll_dispatch(loop) < 0) {
@@ -571,7 +530,6 @@ run_rounds(gl_loop *loop, int epoll_readable)
         }
         now = gl_monotonic_ns();
         if (loop->ready.head == loop->ready.tail &&
-            !__atomic_load_n(&loop->ts_pending, __ATOMIC_ACQUIRE) &&
             !timer_due(loop, now)) {
             break;
         }
@@ -707,24 +665,19 @@ loop_call_soon_threadsafe(gl_loop *loop, PyObject *const *args,
     if (h == NULL) {
         return NULL;
     }
-    g_mutex_lock(&loop->ts_lock);
-    if (loop->ts_size == loop->ts_capacity) {
-        Py_ssize_t cap = loop->ts_capacity ? loop->ts_capacity * 2 : 16;
-        gl_handle **items = g_try_realloc(loop->ts_items,
-                                          (size_t)cap * sizeof(*items));
-        if (items == NULL) {
-            g_mutex_unlock(&loop->ts_lock);
-            Py_DECREF(h);
-            return PyErr_NoMemory();
-        }
-        loop->ts_items = items;
-        loop->ts_capacity = cap;
+    /* The same ready queue as call_soon, so callbacks keep the order they
+     * were scheduled in, whatever the thread.  Every push holds the GIL
+     * (CPython re-enables it for extensions that do not declare
+     * free-threading support), and GLib's prepare/check read only the
+     * queue's counters: no lock is needed.  Wake GLib's poll when the loop
+     * might be sleeping: the queue was empty and we are not its thread. */
+    int was_empty = loop->ready.head == loop->ready.tail;
+    if (gl_loop_push_ready(loop, h) < 0) {
+        Py_DECREF(h);
+        return NULL;
     }
-    loop->ts_items[loop->ts_size++] = (gl_handle *)Py_NewRef(h);
-    int was_empty = loop->ts_size == 1;
-    __atomic_store_n(&loop->ts_pending, 1, __ATOMIC_RELEASE);
-    g_mutex_unlock(&loop->ts_lock);
-    if (was_empty) {
+    if (was_empty && !(loop->running &&
+                       loop->thread_id == PyThread_get_thread_ident())) {
         gl_source_wakeup(loop);
     }
     return (PyObject *)h;
@@ -1233,7 +1186,6 @@ release_resources(gl_loop *loop)
     }
     ready_clear(&loop->ready);
     gl_timers_clear(&loop->timers);
-    ts_clear(loop);
     deferred_clear(loop);
     gl_signals_close(loop);
     gl_poll_close(&loop->poll);
@@ -1358,7 +1310,6 @@ loop_new(PyTypeObject *type, PyObject *Py_UNUSED(args),
     loop->poll.epfd = -1;
     loop->poll.timerfd = -1;
     loop->sig_rfd = loop->sig_wfd = -1;
-    g_mutex_init(&loop->ts_lock);
     loop->next_deadline_ns = GL_NO_DEADLINE;
     loop->slow_callback_duration = 0.1;
     loop->batch_budget_ns = GL_DEFAULT_BUDGET_NS;
@@ -1380,12 +1331,6 @@ loop_traverse(gl_loop *loop, visitproc visit, void *arg)
         gl_poll_traverse(&loop->poll, visit, arg) < 0) {
         return -1;
     }
-    for (Py_ssize_t i = 0; i < loop->ts_size; i++) {
-        int rc = gl_handle_traverse_queued(loop->ts_items[i], visit, arg);
-        if (rc != 0) {
-            return rc;
-        }
-    }
     for (Py_ssize_t i = 0; i < loop->deferred_size; i++) {
         int rc = gl_handle_traverse_queued(loop->deferred[i], visit, arg);
         if (rc != 0) {
@@ -1406,7 +1351,6 @@ loop_clear(gl_loop *loop)
     ready_clear(&loop->ready);
     gl_timers_clear(&loop->timers);
     gl_poll_clear_handlers(&loop->poll);
-    ts_clear(loop);
     deferred_clear(loop);
     Py_CLEAR(loop->quit_func);
     Py_CLEAR(loop->exception_handler);
@@ -1452,7 +1396,6 @@ loop_dealloc(gl_loop *loop)
     }
     release_resources(loop);
     loop_clear(loop);
-    g_mutex_clear(&loop->ts_lock);
     if (loop->context != NULL) {
         g_main_context_unref(loop->context);
         loop->context = NULL;

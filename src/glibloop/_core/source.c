@@ -18,10 +18,9 @@ static inline int
 has_immediate_work(gl_loop *loop)
 {
     uint64_t head = __atomic_load_n(&loop->ready.head, __ATOMIC_RELAXED);
-    uint64_t tail = __atomic_load_n(&loop->ready.tail, __ATOMIC_RELAXED);
+    uint64_t tail = __atomic_load_n(&loop->ready.tail, __ATOMIC_ACQUIRE);
     return head != tail ||
-           __atomic_load_n(&loop->stopping, __ATOMIC_RELAXED) ||
-           __atomic_load_n(&loop->ts_pending, __ATOMIC_ACQUIRE);
+           __atomic_load_n(&loop->stopping, __ATOMIC_RELAXED);
 }
 
 static gboolean
