@@ -281,6 +281,8 @@ typedef struct gl_loop {
     int closed;
     int running;
     int dispatch_depth;
+    int glib_turn_backoff;       /* see glib_turn_gave_work() in loop.c */
+    int glib_turn_skip;
     gl_handle *current_handle;   /* borrowed, while its callback runs */
     /* Nested main loops: the Context each dispatch depth is running a
      * callback in (borrowed), and handles put aside because their Context
