@@ -104,6 +104,23 @@ def test_failing_custom_handler_falls_back_to_default(loop, caplog):
     assert "handler broke" in caplog.text
 
 
+def test_custom_handler_runs_in_the_failing_callbacks_context(loop):
+    import contextvars
+
+    var = contextvars.ContextVar("var", default="outside")
+    seen = []
+    loop.set_exception_handler(lambda lp, ctx: seen.append(var.get()))
+
+    def failing():
+        var.set("inside")
+        raise ValueError
+
+    loop.call_soon(failing)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == ["inside"]
+
+
 def test_set_exception_handler_validates(loop):
     with pytest.raises(TypeError, match="A callable object or None is expected, got 'nope'"):
         loop.set_exception_handler("nope")

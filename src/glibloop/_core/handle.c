@@ -79,12 +79,32 @@ gl_timer_new(gl_state *st, PyObject *loop, double when, int64_t when_ns,
     return t;
 }
 
+/* asyncio's own formatting of "callback(args) at file:line".  From 3.13 it
+ * shows the arguments only in debug mode (a keyword it did not take before). */
+static PyObject *
+format_callback_of(gl_handle *h, PyObject *callback, PyObject *args)
+{
+    gl_state *st = handle_state(h);
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *kwargs = Py_BuildValue("{s:O}", "debug",
+                                     ((gl_loop *)h->loop)->debug ? Py_True : Py_False);
+    if (kwargs == NULL) {
+        return NULL;
+    }
+    PyObject *posargs = PyTuple_Pack(2, callback, args);
+    PyObject *res = posargs ? PyObject_Call(st->format_callback, posargs, kwargs) : NULL;
+    Py_XDECREF(posargs);
+    Py_DECREF(kwargs);
+    return res;
+#else
+    return PyObject_CallFunctionObjArgs(st->format_callback, callback, args, NULL);
+#endif
+}
+
 static PyObject *
 format_callback(gl_handle *h)
 {
-    gl_state *st = handle_state(h);
-    return PyObject_CallFunctionObjArgs(st->format_callback, h->callback,
-                                        h->args, NULL);
+    return format_callback_of(h, h->callback, h->args);
 }
 
 int
@@ -116,8 +136,7 @@ gl_handle_run(gl_handle *h)
         rc = -1;
         goto done;
     }
-    PyObject *cbrepr = PyObject_CallFunctionObjArgs(
-        handle_state(h)->format_callback, callback, args, NULL);
+    PyObject *cbrepr = format_callback_of(h, callback, args);
     PyObject *msg = NULL;
     if (cbrepr != NULL) {
         msg = PyUnicode_FromFormat("Exception in callback %U", cbrepr);
