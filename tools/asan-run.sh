@@ -6,6 +6,10 @@
 set -eu
 PY=${1:?usage: asan-run.sh PYTHON [pytest args]}
 shift
+case "$PY" in
+    /*) ;;
+    *) PY="$(pwd)/$PY" ;;
+esac
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=$ROOT/build/asan
 STAGE=$BUILD/stage
