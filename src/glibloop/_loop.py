@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
+import signal
 import sys
 import threading
 import traceback
@@ -25,7 +26,6 @@ from asyncio import tasks as _tasks
 
 from . import _core
 from ._net import NetworkMixin
-from ._proc import ProcessMixin
 
 __all__ = ["Loop"]
 
@@ -72,7 +72,7 @@ def _not_yet(name: str, issue: str):
     return method
 
 
-class Loop(_core.Loop, NetworkMixin, ProcessMixin, asyncio.AbstractEventLoop):
+class Loop(_core.Loop, NetworkMixin, asyncio.AbstractEventLoop):
     """An asyncio event loop running on a GLib main context.
 
     ``context`` is a ``GLib.MainContext`` (PyGObject) to run on.  Without
@@ -115,23 +115,29 @@ class Loop(_core.Loop, NetworkMixin, ProcessMixin, asyncio.AbstractEventLoop):
         main thread) the signal wake-up fd in our epoll set."""
         self._set_coroutine_origin_tracking(self.get_debug())
         saved_hooks = sys.get_asyncgen_hooks()
-        holds_wakeup = False
+        saved_wakeup = None
         try:
             sys.set_asyncgen_hooks(
                 firstiter=self._asyncgen_firstiter_hook,
                 finalizer=self._asyncgen_finalizer_hook,
             )
-            # Shared with add_signal_handler(), which keeps it after the run
-            # (see ProcessMixin._hold_signal_wakeup).
-            holds_wakeup = self._hold_signal_wakeup()
+            saved_wakeup = self._install_signal_wakeup()
             _events._set_running_loop(self)
             yield
         finally:
             _events._set_running_loop(None)
-            if holds_wakeup:
-                self._release_signal_wakeup()
+            if saved_wakeup is not None:
+                signal.set_wakeup_fd(saved_wakeup)
             self._set_coroutine_origin_tracking(False)
             sys.set_asyncgen_hooks(*saved_hooks)
+
+    def _install_signal_wakeup(self):
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        try:
+            return signal.set_wakeup_fd(self._signal_wakeup_fd(), warn_on_full_buffer=False)
+        except ValueError:  # not the main interpreter
+            return None
 
     def run_forever(self):
         """Run until stop() is called."""
@@ -223,8 +229,6 @@ class Loop(_core.Loop, NetworkMixin, ProcessMixin, asyncio.AbstractEventLoop):
     def close(self):
         """Close the loop: drop pending callbacks, release the GLib source
         and the epoll fd, and shut the default executor down without waiting."""
-        if not self.is_running() and not self.is_closed():
-            self._remove_all_signal_handlers()
         self._close_native()
         executor = self._default_executor
         if executor is not None:
@@ -429,6 +433,8 @@ class Loop(_core.Loop, NetworkMixin, ProcessMixin, asyncio.AbstractEventLoop):
     connect_write_pipe = _not_yet("connect_write_pipe", _PROC)
     subprocess_exec = _not_yet("subprocess_exec", _PROC)
     subprocess_shell = _not_yet("subprocess_shell", _PROC)
+    add_signal_handler = _not_yet("add_signal_handler", _PROC)
+    remove_signal_handler = _not_yet("remove_signal_handler", _PROC)
     del _PROC
 
 
