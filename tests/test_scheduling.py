@@ -103,7 +103,7 @@ def test_bad_callbacks_raise_type_error(loop, method):
     coro.close()
     with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
         call(print, bogus=1)
-    with pytest.raises(TypeError, match="context must be a contextvars.Context"):
+    with pytest.raises(TypeError, match="context must be a contextvars.Context, not int"):
         call(print, context=42)
     with pytest.raises(TypeError, match="missing"):
         call()
@@ -267,7 +267,7 @@ def test_timer_handle_api(loop):
 def test_call_later_rejects_bad_delay(loop):
     with pytest.raises(TypeError, match="delay cannot be None"):
         loop.call_later(None, print)
-    with pytest.raises(TypeError, match="must be a number"):
+    with pytest.raises(TypeError, match="delay must be a number, not str"):
         loop.call_later("1", print)
     with pytest.raises(TypeError, match="when cannot be None"):
         loop.call_at(None, print)

@@ -616,8 +616,8 @@ parse_context_kw(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs,
     }
     if (*context != NULL && !PyContext_CheckExact(*context)) {
         PyErr_Format(PyExc_TypeError,
-                     "%s(): context must be a contextvars.Context, not %T",
-                     method, *context);
+                     "%s(): context must be a contextvars.Context, not %s",
+                     method, Py_TYPE(*context)->tp_name);
         return -1;
     }
     return 0;
@@ -777,7 +777,8 @@ number_arg(PyObject *v, const char *what, double *out)
         return 0;
     }
     if (!PyNumber_Check(v)) {
-        PyErr_Format(PyExc_TypeError, "%s must be a number, not %T", what, v);
+        PyErr_Format(PyExc_TypeError, "%s must be a number, not %s", what,
+                     Py_TYPE(v)->tp_name);
         return -1;
     }
     *out = PyFloat_AsDouble(v);
@@ -1288,7 +1289,8 @@ context_from_pygobject(PyObject *obj)
     return ctx;
 bad:
     PyErr_Format(PyExc_TypeError,
-                 "context must be a GLib.MainContext or None, not %T", obj);
+                 "context must be a GLib.MainContext or None, not %s",
+                 Py_TYPE(obj)->tp_name);
     return NULL;
 }
 
@@ -1535,7 +1537,8 @@ loop_set_priority(gl_loop *loop, PyObject *v, void *Py_UNUSED(c))
         return -1;
     }
     if (!PyLong_Check(v)) {
-        PyErr_Format(PyExc_TypeError, "priority must be an int, not %T", v);
+        PyErr_Format(PyExc_TypeError, "priority must be an int, not %s",
+                     Py_TYPE(v)->tp_name);
         return -1;
     }
     int overflow;
