@@ -12,6 +12,7 @@ import fnmatch
 import os
 import pathlib
 import re
+import sys
 
 ALL_ENV = "GLIBLOOP_CPYTHON_ALL"
 DEFAULT_PATH = pathlib.Path(__file__).with_name("known_failures.txt")
@@ -28,7 +29,10 @@ SECTIONS: dict[str, frozenset[str] | None] = {
     "uvloop": frozenset({"uvloop"}),
 }
 
-_SECTION_LINE = re.compile(r"\[(?P<name>[\w-]+)\]\s*(?:#.*)?")
+# "[later]", or "[later 3.13+]" for entries that apply from that Python on.
+_SECTION_LINE = re.compile(
+    r"\[(?P<name>[\w-]+)(?:\s+(?P<major>\d+)\.(?P<minor>\d+)\+)?\]\s*(?:#.*)?"
+)
 
 
 class KnownFailuresError(ValueError):
@@ -41,8 +45,11 @@ class Entry:
     reason: str
     section: str
     lineno: int
+    min_python: tuple[int, int] = (0, 0)
 
     def applies_to(self, loop_name: str) -> bool:
+        if sys.version_info[:2] < self.min_python:
+            return False
         loops = SECTIONS[self.section]
         return loops is None or loop_name in loops
 
@@ -56,6 +63,7 @@ class Entry:
 def parse(text: str, filename: str = "known_failures.txt") -> list[Entry]:
     entries: list[Entry] = []
     section = None
+    min_python = (0, 0)
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -64,6 +72,7 @@ def parse(text: str, filename: str = "known_failures.txt") -> list[Entry]:
         header = _SECTION_LINE.fullmatch(line)
         if header:
             section = header["name"]
+            min_python = (int(header["major"]), int(header["minor"])) if header["major"] else (0, 0)
             if section not in SECTIONS:
                 raise KnownFailuresError(
                     f"{where}: unknown section [{section}]; one of {', '.join(SECTIONS)}"
@@ -79,7 +88,7 @@ def parse(text: str, filename: str = "known_failures.txt") -> list[Entry]:
             )
         if not reason:
             raise KnownFailuresError(f"{where}: {pattern} has no reason")
-        entries.append(Entry(pattern, reason, section, lineno))
+        entries.append(Entry(pattern, reason, section, lineno, min_python))
     return entries
 
 

@@ -112,6 +112,22 @@ def test_known_failures_parser():
     assert known.lookup("b.py::D::test_y", "uvloop").section == "stock"
 
 
+def test_known_failures_version_sections():
+    import sys
+
+    now = sys.version_info[:2]
+    later = (now[0], now[1] + 1)
+    entries = parse(
+        f"[later {now[0]}.{now[1]}+]\na.py::C::test_x  from this Python on\n"
+        f"[later {later[0]}.{later[1]}+]\nb.py::C::test_y  from the next one on\n"
+        "[later]\nc.py::C::test_z  always\n"
+    )
+    known = KnownFailures(entries)
+    assert known.lookup("a.py::C::test_x", "glibloop") is not None
+    assert known.lookup("b.py::C::test_y", "glibloop") is None
+    assert known.lookup("c.py::C::test_z", "glibloop") is not None
+
+
 @pytest.mark.parametrize(
     "text",
     ["a.py::C::test_x  no section\n", "[nope]\n", "[later]\na.py::C::test_x\n", "[later]\ntest_x reason\n"],
