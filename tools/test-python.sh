@@ -6,9 +6,10 @@ V=${1:?usage: test-python.sh X.Y [pytest args]}
 shift
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=""
-for candidate in "$(command -v "python$V" 2>/dev/null || true)" \
-                 "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$V".*/bin/python3; do
-    if [ -n "$candidate" ] && [ -x "$candidate" ]; then
+for candidate in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$V".*/bin/python3 \
+                 "$(command -v "python$V" 2>/dev/null || true)"; do
+    # pyenv's shims exist for every version but refuse the inactive ones
+    if [ -n "$candidate" ] && [ -x "$candidate" ] && "$candidate" -c "" 2>/dev/null; then
         PY=$candidate
         break
     fi
