@@ -323,7 +323,7 @@ def test_glibloop_run_and_runner():
     assert glibloop.run(main()) is glibloop.Loop
     with asyncio.Runner(loop_factory=glibloop.new_event_loop) as runner:
         assert runner.run(main()) is glibloop.Loop
-    with pytest.raises(TypeError, match="a coroutine was expected"):
+    with pytest.raises(ValueError, match="a coroutine was expected"):
         glibloop.run(main)
 
 

@@ -265,7 +265,7 @@ def test_timer_handle_api(loop):
 
 
 def test_call_later_rejects_bad_delay(loop):
-    with pytest.raises(TypeError, match="delay cannot be None"):
+    with pytest.raises(TypeError, match="delay must not be None"):
         loop.call_later(None, print)
     with pytest.raises(TypeError, match="delay must be a number, not str"):
         loop.call_later("1", print)

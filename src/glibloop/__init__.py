@@ -43,7 +43,7 @@ def new_event_loop(context=None) -> Loop:
 def run(main, *, debug=None, **run_kwargs):
     """Run a coroutine on a new glibloop loop, like asyncio.run()."""
     if not _asyncio.iscoroutine(main):
-        raise TypeError(f"a coroutine was expected, got {main!r}")
+        raise ValueError(f"a coroutine was expected, got {main!r}")
     with _asyncio.Runner(debug=debug, loop_factory=new_event_loop, **run_kwargs) as runner:
         return runner.run(main)
 

@@ -115,6 +115,7 @@ class Loop(_core.Loop, NetworkMixin, asyncio.AbstractEventLoop):
         main thread) the signal wake-up fd in our epoll set."""
         self._set_coroutine_origin_tracking(self.get_debug())
         saved_hooks = sys.get_asyncgen_hooks()
+        previous_loop = _events._get_running_loop()
         saved_wakeup = None
         try:
             sys.set_asyncgen_hooks(
@@ -125,7 +126,7 @@ class Loop(_core.Loop, NetworkMixin, asyncio.AbstractEventLoop):
             _events._set_running_loop(self)
             yield
         finally:
-            _events._set_running_loop(None)
+            _events._set_running_loop(previous_loop)
             if saved_wakeup is not None:
                 signal.set_wakeup_fd(saved_wakeup)
             self._set_coroutine_origin_tracking(False)
@@ -192,7 +193,9 @@ class Loop(_core.Loop, NetworkMixin, asyncio.AbstractEventLoop):
 
     @contextlib.contextmanager
     def running(self, quit_func):
-        if self.is_running():
+        # Already running, or dispatched by GLib right now (then the batch
+        # made us the running loop): nothing to set up or tear down.
+        if self.is_running() or _events._get_running_loop() is self:
             yield
             return
         with self._external_run(quit_func):

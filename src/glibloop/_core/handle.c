@@ -76,6 +76,10 @@ gl_timer_new(gl_state *st, PyObject *loop, double when, int64_t when_ns,
         Py_DECREF(t);
         return NULL;
     }
+    /* Unlike call_soon's, timer handles are usually kept (asyncio.sleep's
+     * frame, self._timer = loop.call_later(...)) and may wait long: a cycle
+     * through a kept, queued handle must stay visible to the GC. */
+    PyObject_GC_Track(t);
     return t;
 }
 
@@ -146,7 +150,7 @@ gl_handle_run(gl_handle *h)
         PyErr_WriteUnraisable(callback);
     }
     else {
-        gl_loop_report_error((gl_loop *)h->loop, msg, exc, h);
+        rc = gl_loop_report_error((gl_loop *)h->loop, msg, exc, h);
         Py_DECREF(msg);
     }
     Py_DECREF(exc);

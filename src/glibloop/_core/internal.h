@@ -85,6 +85,7 @@ typedef struct {
     PyObject *get_running_loop;     /* asyncio.events._get_running_loop */
     PyObject *set_running_loop;     /* asyncio.events._set_running_loop */
     PyObject *swap_current_task;    /* 3.12+: asyncio.tasks._swap_current_task */
+    PyObject *current_task;         /* asyncio.tasks.current_task */
     PyObject *current_tasks;        /* 3.11: asyncio.tasks._current_tasks */
     gl_net_state net;               /* networking (net.c) */
 } gl_state;
@@ -282,6 +283,7 @@ typedef struct gl_loop {
     int running;
     int dispatch_depth;
     int glib_turn_backoff;       /* see glib_turn_gave_work() in loop.c */
+    int in_glib_turn;            /* our source sits out our own GLib turn */
     int glib_turn_skip;
     gl_handle *current_handle;   /* borrowed, while its callback runs */
     /* Nested main loops: the Context each dispatch depth is running a
@@ -330,8 +332,11 @@ void gl_loop_update_deadline(gl_loop *loop);
  * it even when no user fd is registered (timerfd, signal wake-up). */
 void gl_loop_run_batch(gl_loop *loop, int epoll_readable);
 int gl_loop_check_not_closed(gl_loop *loop);
-void gl_loop_report_error(gl_loop *loop, PyObject *message, PyObject *exc,
-                          gl_handle *h);
+/* Passes an error to loop.call_exception_handler(); -1 with the exception
+ * set when the handler raised SystemExit/KeyboardInterrupt, which must stop
+ * the loop as in asyncio. */
+int gl_loop_report_error(gl_loop *loop, PyObject *message, PyObject *exc,
+                         gl_handle *h);
 
 /* ------------------------------------------------------------------ */
 /* signal wake-up (signals.c)                                         */
@@ -411,6 +416,9 @@ PyObject *gl_stream_new(gl_loop *loop, PyObject *sock, PyObject *protocol,
 
 GSource *gl_source_new(gl_loop *loop);
 void gl_source_wakeup(gl_loop *loop);
+/* Stops (1) or restarts (0) GLib polling the loop's epoll fd: while a fatal
+ * exception waits to be raised, ready fds must not spin GLib's poll. */
+void gl_source_set_paused(gl_loop *loop, int paused);
 
 /* ------------------------------------------------------------------ */
 /* exceptions across Python versions                                  */

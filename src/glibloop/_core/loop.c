@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <structmember.h>
 
@@ -109,23 +110,39 @@ defer_handle(gl_loop *loop, gl_handle *h, int level)
 static int
 requeue_deferred(gl_loop *loop, int level)
 {
-    Py_ssize_t kept = 0;
-    int rc = 0;
+    /* Compact first, push and release after: a release may run a finalizer
+     * and a GC pass that traverses the deferred array. */
+    Py_ssize_t kept = 0, n = 0;
+    gl_handle *ready_now[64];
+    gl_handle **freed = ready_now;
+    if (loop->deferred_size > 64) {
+        freed = PyMem_Malloc(sizeof(gl_handle *) * (size_t)loop->deferred_size);
+        if (freed == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
     for (Py_ssize_t i = 0; i < loop->deferred_size; i++) {
-        gl_handle *h = loop->deferred[i];
         if (loop->deferred_level[i] >= level) {
-            if (rc == 0 && gl_loop_push_ready(loop, h) < 0) {
-                rc = -1;
-            }
-            gl_handle_release(h);
+            freed[n++] = loop->deferred[i];
         }
         else {
-            loop->deferred[kept] = h;
+            loop->deferred[kept] = loop->deferred[i];
             loop->deferred_level[kept] = loop->deferred_level[i];
             kept++;
         }
     }
     loop->deferred_size = kept;
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (rc == 0 && gl_loop_push_ready(loop, freed[i]) < 0) {
+            rc = -1;
+        }
+        gl_handle_release(freed[i]);
+    }
+    if (freed != ready_now) {
+        PyMem_Free(freed);
+    }
     return rc;
 }
 
@@ -150,6 +167,11 @@ deferred_clear(gl_loop *loop)
 int
 gl_loop_check_not_closed(gl_loop *loop)
 {
+    if (loop->context == NULL && !loop->closed) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "the loop was not initialised: Loop.__init__() was not called");
+        return -1;
+    }
     if (loop->closed) {
         PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
         return -1;
@@ -200,7 +222,7 @@ check_callback(PyObject *cb, const char *method)
     return 0;
 }
 
-void
+int
 gl_loop_report_error(gl_loop *loop, PyObject *message, PyObject *exc,
                      gl_handle *h)
 {
@@ -214,15 +236,36 @@ gl_loop_report_error(gl_loop *loop, PyObject *message, PyObject *exc,
          PyDict_SetItem(ctx, st->str_source_traceback, h->source_traceback) < 0)) {
         Py_XDECREF(ctx);
         PyErr_WriteUnraisable((PyObject *)loop);
-        return;
+        return 0;
     }
     PyObject *res = PyObject_CallMethodOneArg(
         (PyObject *)loop, st->str_call_exception_handler, ctx);
     Py_DECREF(ctx);
     if (res == NULL) {
+        /* asyncio lets SystemExit/KeyboardInterrupt from a handler escape
+         * the loop; anything else the handler machinery already logged. */
+        if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
+            PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+            return -1;
+        }
         PyErr_WriteUnraisable((PyObject *)loop);
+        return 0;
     }
-    Py_XDECREF(res);
+    Py_DECREF(res);
+    return 0;
+}
+
+static void
+call_quit_func(gl_loop *loop)
+{
+    /* The call may end the external run, which clears the field. */
+    PyObject *quit = Py_NewRef(loop->quit_func);
+    PyObject *r = PyObject_CallNoArgs(quit);
+    if (r == NULL) {
+        PyErr_WriteUnraisable(quit);
+    }
+    Py_XDECREF(r);
+    Py_DECREF(quit);
 }
 
 /* Keeps a SystemExit/KeyboardInterrupt (the current exception) to be
@@ -233,6 +276,7 @@ stash_exception(gl_loop *loop)
     PyObject *exc = gl_err_fetch();
     if (loop->pending_exc == NULL && exc != NULL) {
         loop->pending_exc = exc;
+        gl_source_set_paused(loop, 1);
     }
     else {
         Py_XDECREF(exc);
@@ -242,17 +286,14 @@ stash_exception(gl_loop *loop)
     }
     else if (loop->quit_func != NULL) {
         /* run_application(): quit the application; it re-raises after. */
-        PyObject *r = PyObject_CallNoArgs(loop->quit_func);
-        if (r == NULL) {
-            PyErr_WriteUnraisable(loop->quit_func);
-        }
-        Py_XDECREF(r);
+        call_quit_func(loop);
     }
     else if (loop->pending_exc != NULL) {
         /* GLib is iterating us from elsewhere and nobody will re-raise it:
          * hand it to Python's unraisable hook rather than lose it. */
         gl_err_restore(loop->pending_exc);
         loop->pending_exc = NULL;
+        gl_source_set_paused(loop, 0);
         PyErr_WriteUnraisable((PyObject *)loop);
     }
 }
@@ -264,11 +305,7 @@ quit_running(gl_loop *loop)
         g_main_loop_quit(loop->mainloop);
     }
     else if (loop->quit_func != NULL) {
-        PyObject *r = PyObject_CallNoArgs(loop->quit_func);
-        if (r == NULL) {
-            PyErr_WriteUnraisable(loop->quit_func);
-        }
-        Py_XDECREF(r);
+        call_quit_func(loop);
     }
 }
 
@@ -378,11 +415,16 @@ run_round(gl_loop *loop)
         }
         loop->current_handle = outer_handle;
         gl_handle_release(h);
+        if (loop->deferred_size > 0 && requeue_deferred(loop, depth) < 0) {
+            rc = -1;
+        }
         if (rc < 0) {
             return -1;
         }
-        if (loop->deferred_size > 0 && requeue_deferred(loop, depth) < 0) {
-            return -1;
+        if (loop->closed || loop->pending_exc != NULL) {
+            /* closed by a finalizer, or a nested dispatch kept a fatal
+             * exception: run nothing more until run_forever raises it */
+            return 0;
         }
     }
     return 0;
@@ -396,6 +438,15 @@ swap_current_task(gl_loop *loop, PyObject *task)
 {
     gl_state *st = loop->st;
     if (st->swap_current_task != NULL) {
+        /* 3.12's _swap_current_task(loop, None) raises KeyError when no task
+         * is current: ask first, and swap only a real task out or in. */
+        if (task == Py_None) {
+            PyObject *current = PyObject_CallOneArg(st->current_task, (PyObject *)loop);
+            if (current == NULL || current == Py_None) {
+                return current;
+            }
+            Py_DECREF(current);
+        }
         return PyObject_CallFunctionObjArgs(st->swap_current_task,
                                             (PyObject *)loop, task, NULL);
     }
@@ -477,7 +528,17 @@ glib_turn_gave_work(gl_loop *loop)
     if (loop->dispatch_depth > 1 || loop->closed || loop->pending_exc != NULL) {
         return 0;
     }
+    /* Timers already moved to the ready queue must not make our own source
+     * look due inside the turn: it sits the turn out (in_glib_turn). C
+     * sources run in the turn (GTK drawing, Gio, GStreamer) must not hold
+     * other Python threads back: the GIL is released, as GLib's own loop
+     * would have it. */
+    gl_loop_update_deadline(loop);
+    loop->in_glib_turn = 1;
+    Py_BEGIN_ALLOW_THREADS
     g_main_context_iteration(loop->context, FALSE);
+    Py_END_ALLOW_THREADS
+    loop->in_glib_turn = 0;
     if (loop->closed || loop->pending_exc != NULL || loop->stopping) {
         return loop->stopping && !loop->closed;
     }
@@ -501,12 +562,13 @@ gl_loop_run_batch(gl_loop *loop, int epoll_readable)
     }
     PyObject *prev_loop = NULL, *outer_task = NULL;
     PyObject *exc = gl_err_fetch();  /* GLib may call us with one pending */
-    if (!loop->running) {
-        prev_loop = enter_running_loop(loop);
-        if (prev_loop == NULL) {
-            PyErr_WriteUnraisable((PyObject *)loop);
-            goto out;
-        }
+    /* Even a running loop: another loop on the same context (every loop
+     * made on the main thread shares GLib's default one) may be the one
+     * whose dispatch runs ours, and it made itself the running loop. */
+    prev_loop = enter_running_loop(loop);
+    if (prev_loop == NULL) {
+        PyErr_WriteUnraisable((PyObject *)loop);
+        goto out;
     }
     loop->dispatch_depth++;
     if (loop->dispatch_depth > 1) {
@@ -518,14 +580,14 @@ gl_loop_run_batch(gl_loop *loop, int epoll_readable)
         }
     }
     run_rounds(loop, epoll_readable);
-    if (outer_task != NULL) {
+    if (outer_task != NULL && outer_task != Py_None) {
         PyObject *r = swap_current_task(loop, outer_task);
         if (r == NULL) {
             PyErr_WriteUnraisable((PyObject *)loop);
         }
         Py_XDECREF(r);
-        Py_DECREF(outer_task);
     }
+    Py_XDECREF(outer_task);
     loop->dispatch_depth--;
 restore_loop:
     if (prev_loop != NULL) {
@@ -556,7 +618,7 @@ run_rounds(gl_loop *loop, int epoll_readable)
         if (run_round(loop) < 0) {
             goto fail;
         }
-        if (loop->closed) {
+        if (loop->closed || loop->pending_exc != NULL) {
             break;
         }
         if (loop->stopping) {
@@ -722,6 +784,9 @@ loop_call_soon_threadsafe(gl_loop *loop, PyObject *const *args,
 static int64_t
 seconds_to_ns(double s)
 {
+    if (isnan(s)) {
+        return GL_NO_DEADLINE - 1;  /* never: callers reject NaN first */
+    }
     /* Round up so a timer never fires before its time. */
     double ns = ceil(s * 1e9);
     if (ns >= 9.2e18) {
@@ -769,10 +834,11 @@ static int
 number_arg(PyObject *v, const char *what, double *out)
 {
     if (v == Py_None) {
-        PyErr_Format(PyExc_TypeError, "%s cannot be None", what);
+        PyErr_Format(PyExc_TypeError, "%s %s be None", what,
+                     strcmp(what, "delay") == 0 ? "must not" : "cannot");
         return -1;
     }
-    if (PyFloat_CheckExact(v)) {
+    if (PyFloat_CheckExact(v) && !isnan(PyFloat_AS_DOUBLE(v))) {
         *out = PyFloat_AS_DOUBLE(v);
         return 0;
     }
@@ -782,7 +848,14 @@ number_arg(PyObject *v, const char *what, double *out)
         return -1;
     }
     *out = PyFloat_AsDouble(v);
-    return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
+    if (*out == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (isnan(*out)) {
+        PyErr_Format(PyExc_ValueError, "%s must not be NaN", what);
+        return -1;
+    }
+    return 0;
 }
 
 static PyObject *
@@ -1000,27 +1073,52 @@ create_task_with_factory(gl_loop *loop, PyObject *coro, PyObject *kwargs)
 static PyObject *
 loop_create_task(gl_loop *loop, PyObject *args, PyObject *kwargs)
 {
-    PyObject *coro;
-    if (!PyArg_ParseTuple(args, "O:create_task", &coro) ||
-        gl_loop_check_not_closed(loop) < 0) {
-        return NULL;
-    }
-    if (loop->task_factory != NULL) {
-        return create_task_with_factory(loop, coro, kwargs);
-    }
+    /* create_task(coro, **kwargs): coro may come by keyword too.  kw is our
+     * own copy of the keywords (without coro), passed on to the task. */
     PyObject *kw = kwargs ? PyDict_Copy(kwargs) : PyDict_New();
     if (kw == NULL) {
         return NULL;
     }
-    PyObject *task = NULL;
-    PyObject *targs = PyTuple_Pack(1, coro);
-    if (targs != NULL &&
-        PyDict_SetItem(kw, loop->st->str_loop, (PyObject *)loop) == 0) {
-        task = PyObject_Call(loop->st->task_type, targs, kw);
+    PyObject *coro = NULL;
+    if (PyTuple_GET_SIZE(args) == 1) {
+        coro = Py_NewRef(PyTuple_GET_ITEM(args, 0));
     }
-    Py_XDECREF(targs);
+    else if (PyTuple_GET_SIZE(args) == 0) {
+        coro = PyDict_GetItemString(kw, "coro");
+        if (coro != NULL) {
+            Py_INCREF(coro);
+            if (PyDict_DelItemString(kw, "coro") < 0) {
+                goto error;
+            }
+        }
+    }
+    if (coro == NULL) {
+        PyErr_SetString(PyExc_TypeError,
+                        "create_task() takes one positional argument: 'coro'");
+        goto error;
+    }
+    if (gl_loop_check_not_closed(loop) < 0) {
+        goto error;
+    }
+    PyObject *task = NULL;
+    if (loop->task_factory != NULL) {
+        task = create_task_with_factory(loop, coro, kw);
+    }
+    else {
+        PyObject *targs = PyTuple_Pack(1, coro);
+        if (targs != NULL &&
+            PyDict_SetItem(kw, loop->st->str_loop, (PyObject *)loop) == 0) {
+            task = PyObject_Call(loop->st->task_type, targs, kw);
+        }
+        Py_XDECREF(targs);
+    }
+    Py_DECREF(coro);
     Py_DECREF(kw);
     return task;
+error:
+    Py_XDECREF(coro);
+    Py_DECREF(kw);
+    return NULL;
 }
 
 static PyObject *
@@ -1160,6 +1258,7 @@ loop_run_forever_native(gl_loop *loop, PyObject *Py_UNUSED(ignored))
     if (loop->pending_exc != NULL) {
         PyObject *exc = loop->pending_exc;
         loop->pending_exc = NULL;
+        gl_source_set_paused(loop, 0);
         gl_err_restore(exc);
         return NULL;
     }
@@ -1206,6 +1305,7 @@ loop_end_external_run(gl_loop *loop, PyObject *Py_UNUSED(ignored))
     if (loop->pending_exc != NULL) {
         PyObject *exc = loop->pending_exc;
         loop->pending_exc = NULL;
+        gl_source_set_paused(loop, 0);
         gl_err_restore(exc);
         return NULL;
     }
@@ -1232,7 +1332,9 @@ release_resources(gl_loop *loop)
 static PyObject *
 loop_close_native(gl_loop *loop, PyObject *Py_UNUSED(ignored))
 {
-    if (loop->running) {
+    if (loop->running || loop->dispatch_depth > 0) {
+        /* dispatch_depth: GLib is running one of our callbacks even though
+         * no run_forever is (MainContext.iteration(), a foreign MainLoop) */
         PyErr_SetString(PyExc_RuntimeError, "Cannot close a running event loop");
         return NULL;
     }

@@ -72,6 +72,9 @@ module_exec(PyObject *module)
                     "_set_running_loop") < 0) {
         return -1;
     }
+    if (import_attr(&st->current_task, "asyncio.tasks", "current_task") < 0) {
+        return -1;
+    }
 #if PY_VERSION_HEX >= 0x030C0000
     if (import_attr(&st->swap_current_task, "asyncio.tasks",
                     "_swap_current_task") < 0) {
@@ -125,6 +128,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->get_running_loop);
     Py_VISIT(st->set_running_loop);
     Py_VISIT(st->swap_current_task);
+    Py_VISIT(st->current_task);
     Py_VISIT(st->current_tasks);
     int rc = gl_net_state_traverse(st, visit, arg);
     if (rc != 0) {
@@ -147,6 +151,7 @@ module_clear(PyObject *module)
     Py_CLEAR(st->get_running_loop);
     Py_CLEAR(st->set_running_loop);
     Py_CLEAR(st->swap_current_task);
+    Py_CLEAR(st->current_task);
     Py_CLEAR(st->current_tasks);
     Py_CLEAR(st->str_call_exception_handler);
     Py_CLEAR(st->str_log_slow_callback);
@@ -174,6 +179,11 @@ module_free(void *module)
 
 static PyModuleDef_Slot module_slots[] = {
     {Py_mod_exec, module_exec},
+#if PY_VERSION_HEX >= 0x030C0000
+    /* GLib callbacks come back through PyGILState, which knows only the
+     * main interpreter. */
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
     {0, NULL},
 };
 

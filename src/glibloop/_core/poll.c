@@ -11,6 +11,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/timerfd.h>
@@ -95,7 +96,13 @@ ensure_slot(gl_poll *p, int fd)
     if (fd < p->nregs) {
         return 0;
     }
-    int n = p->nregs ? p->nregs : 64;
+    /* Check the fd exists before sizing the table by its number: asyncio
+     * answers a bogus fd with EBADF, not with a huge allocation. */
+    if (fcntl(fd, F_GETFD) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    int64_t n = p->nregs ? p->nregs : 64;
     while (n <= fd) {
         n *= 2;
     }
@@ -411,14 +418,16 @@ gl_poll_dispatch(gl_loop *loop)
         return errno == EINTR ? 0 : (PyErr_SetFromErrno(PyExc_OSError), -1);
     }
     gl_poll *p = &loop->poll;
+    int signalled = 0;
     for (int i = 0; i < n; i++) {
         int fd = (int)(uint32_t)events[i].data.u64;
         uint32_t gen = (uint32_t)(events[i].data.u64 >> 32);
         uint32_t ev = events[i].events;
         if (fd == GL_SIGNAL_TAG) {
-            if (gl_signals_on_wakeup(loop) < 0) {
-                return -1;
-            }
+            /* Python's handlers run after the other events: a Ctrl-C must
+             * not drop the rest of this batch (edge-triggered transports
+             * would never hear of their data again). */
+            signalled = 1;
             continue;
         }
         if (fd < 0) {
@@ -452,6 +461,9 @@ gl_poll_dispatch(gl_loop *loop)
             gl_loop_push_ready(loop, writer) < 0) {
             return -1;
         }
+    }
+    if (signalled && gl_signals_on_wakeup(loop) < 0) {
+        return -1;
     }
     return 0;
 }

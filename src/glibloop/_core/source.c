@@ -27,6 +27,10 @@ static gboolean
 source_prepare(GSource *source, gint *timeout)
 {
     gl_loop *loop = ((gl_gsource *)source)->loop;
+    if (loop->in_glib_turn) {
+        *timeout = -1;
+        return FALSE;
+    }
     if (loop->pending_exc != NULL) {
         /* A KeyboardInterrupt/SystemExit waits for run_forever to raise it
          * (a nested main loop is still unwinding): asyncio stays paused. */
@@ -66,7 +70,7 @@ source_check(GSource *source)
 {
     gl_gsource *gs = (gl_gsource *)source;
     gl_loop *loop = gs->loop;
-    if (loop->pending_exc != NULL) {
+    if (loop->pending_exc != NULL || loop->in_glib_turn) {
         return FALSE;
     }
     if (has_immediate_work(loop)) {
@@ -87,6 +91,11 @@ source_dispatch(GSource *source, GSourceFunc Py_UNUSED(cb),
     gl_loop *loop = gs->loop;
     int readable = g_source_query_unix_fd(source, gs->epoll_tag) != 0;
     PyGILState_STATE gil = PyGILState_Ensure();
+    if (g_source_is_destroyed(source)) {
+        /* closed or freed on another thread after GLib's check */
+        PyGILState_Release(gil);
+        return G_SOURCE_REMOVE;
+    }
     Py_INCREF(loop);
     gl_loop_run_batch(loop, readable);
     Py_DECREF(loop);
@@ -113,6 +122,15 @@ gl_source_new(gl_loop *loop)
      * coroutine) keeps dispatching asyncio: see gl_loop_run_batch. */
     g_source_set_can_recurse(source, TRUE);
     return source;
+}
+
+void
+gl_source_set_paused(gl_loop *loop, int paused)
+{
+    if (loop->source != NULL) {
+        g_source_modify_unix_fd(loop->source, ((gl_gsource *)loop->source)->epoll_tag,
+                                paused ? 0 : G_IO_IN);
+    }
 }
 
 void

@@ -149,9 +149,13 @@ gl_timers_clear(gl_timers *t)
     t->size = 0;
     t->capacity = 0;
     t->cancelled = 0;
+    /* Unschedule all first: a finalizer run by a release may cancel a
+     * later timer, which must not count as cancelled in the emptied heap. */
     for (Py_ssize_t i = 0; i < size; i++) {
         items[i]->heap_index = -1;
         items[i]->scheduled = 0;
+    }
+    for (Py_ssize_t i = 0; i < size; i++) {
         gl_handle_release(&items[i]->base);
     }
     PyMem_Free(items);
