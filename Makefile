@@ -10,7 +10,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := gcc pkg-config libglib2.0-dev libgirepository1.0-dev \
                 libcairo2-dev gir1.2-glib-2.0 libasan8 libubsan1 \
-                python3-gi python3-venv
+                python3-gi python3-venv \
+                gir1.2-gtk-4.0 gir1.2-gtk-3.0 xvfb imagemagick
 PYTEST_ARGS ?=
 
 VENV342 := .venv-pygobject342
@@ -24,7 +25,7 @@ OTHER_PYTHONS ?= 3.12
 all: build
 
 system-deps: $(VENV)/.system-deps
-$(VENV)/.system-deps:
+$(VENV)/.system-deps: Makefile
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
