@@ -521,13 +521,49 @@ def test_unclosed_transport_warns_when_loop_closes():
             lp.close()
 
 
-@pytest.mark.skipif(sys.version_info < (3, 12), reason="all_errors is 3.12+")
 def test_all_errors(loop):
+    # create_connection(all_errors=) is asyncio 3.12+; 3.11 refuses the
+    # keyword, as stock asyncio does there.
     probe = socket.socket()
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
     probe.close()
-    with pytest.raises(ExceptionGroup):
-        loop.run_until_complete(
+    if sys.version_info >= (3, 12):
+        with pytest.raises(ExceptionGroup):
+            loop.run_until_complete(
+                loop.create_connection(asyncio.Protocol, "127.0.0.1", port, all_errors=True)
+            )
+    else:
+        with pytest.raises(TypeError, match="all_errors"):
             loop.create_connection(asyncio.Protocol, "127.0.0.1", port, all_errors=True)
-        )
+
+
+def test_write_after_flushed_close_never_touches_the_fd(loop):
+    async def main():
+        tr, pr, conn = await accepted_pair(loop)
+        tr.write(os.urandom(4 << 20))  # more than the socket buffers take
+        tr.close()
+        got = 0
+        while True:
+            data = await loop.sock_recv(conn, 1 << 20)
+            if not data:
+                break
+            got += len(data)
+        await pr.done
+        # The fd number may belong to a new socket now.
+        a, b = socket.socketpair()
+        try:
+            tr.write(b"must not arrive")
+            b.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                b.recv(100)
+            a.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                a.recv(100)
+        finally:
+            a.close()
+            b.close()
+            conn.close()
+        return got
+
+    assert loop.run_until_complete(main()) == 4 << 20

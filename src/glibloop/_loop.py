@@ -13,7 +13,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
-import signal
 import sys
 import threading
 import traceback
@@ -26,6 +25,7 @@ from asyncio import tasks as _tasks
 
 from . import _core
 from ._net import NetworkMixin
+from ._proc import ProcessMixin
 
 __all__ = ["Loop"]
 
@@ -59,20 +59,7 @@ def _stop_loop_when_done(fut):
     _futures._get_loop(fut).stop()
 
 
-def _not_yet(name: str, issue: str):
-    def method(self, *args, **kwargs):
-        raise NotImplementedError(
-            f"glibloop does not implement loop.{name}() yet ({issue}); "
-            "see docs/differences.md"
-        )
-
-    method.__name__ = name
-    method.__qualname__ = f"Loop.{name}"
-    method.__doc__ = f"Not implemented yet: {issue}."
-    return method
-
-
-class Loop(_core.Loop, NetworkMixin, asyncio.AbstractEventLoop):
+class Loop(_core.Loop, NetworkMixin, ProcessMixin, asyncio.AbstractEventLoop):
     """An asyncio event loop running on a GLib main context.
 
     ``context`` is a ``GLib.MainContext`` (PyGObject) to run on.  Without
@@ -116,29 +103,23 @@ class Loop(_core.Loop, NetworkMixin, asyncio.AbstractEventLoop):
         self._set_coroutine_origin_tracking(self.get_debug())
         saved_hooks = sys.get_asyncgen_hooks()
         previous_loop = _events._get_running_loop()
-        saved_wakeup = None
+        holds_wakeup = False
         try:
             sys.set_asyncgen_hooks(
                 firstiter=self._asyncgen_firstiter_hook,
                 finalizer=self._asyncgen_finalizer_hook,
             )
-            saved_wakeup = self._install_signal_wakeup()
+            # Shared with add_signal_handler(), which keeps it after the run
+            # (see ProcessMixin._hold_signal_wakeup).
+            holds_wakeup = self._hold_signal_wakeup()
             _events._set_running_loop(self)
             yield
         finally:
             _events._set_running_loop(previous_loop)
-            if saved_wakeup is not None:
-                signal.set_wakeup_fd(saved_wakeup)
+            if holds_wakeup:
+                self._release_signal_wakeup()
             self._set_coroutine_origin_tracking(False)
             sys.set_asyncgen_hooks(*saved_hooks)
-
-    def _install_signal_wakeup(self):
-        if threading.current_thread() is not threading.main_thread():
-            return None
-        try:
-            return signal.set_wakeup_fd(self._signal_wakeup_fd(), warn_on_full_buffer=False)
-        except ValueError:  # not the main interpreter
-            return None
 
     def run_forever(self):
         """Run until stop() is called."""
@@ -232,6 +213,10 @@ class Loop(_core.Loop, NetworkMixin, asyncio.AbstractEventLoop):
     def close(self):
         """Close the loop: drop pending callbacks, release the GLib source
         and the epoll fd, and shut the default executor down without waiting."""
+        if not self.is_running() and not self.is_closed():
+            self._remove_all_signal_handlers()
+            # Children still running are reaped by a thread, not left zombies.
+            self._orphan_children()
         self._close_native()
         executor = self._default_executor
         if executor is not None:
@@ -428,17 +413,6 @@ class Loop(_core.Loop, NetworkMixin, asyncio.AbstractEventLoop):
         owner = getattr(callback, "__self__", None)
         what = repr(owner) if isinstance(owner, asyncio.Task) else str(handle)
         _logger().warning("Executing %s took %.3f seconds", what, seconds)
-
-    # -- later issues ----------------------------------------------------
-
-    _PROC = "subprocess, pipe and signal support"
-    connect_read_pipe = _not_yet("connect_read_pipe", _PROC)
-    connect_write_pipe = _not_yet("connect_write_pipe", _PROC)
-    subprocess_exec = _not_yet("subprocess_exec", _PROC)
-    subprocess_shell = _not_yet("subprocess_shell", _PROC)
-    add_signal_handler = _not_yet("add_signal_handler", _PROC)
-    remove_signal_handler = _not_yet("remove_signal_handler", _PROC)
-    del _PROC
 
 
 def _set_result_unless_done(fut):

@@ -11,6 +11,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <glib.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -25,6 +26,7 @@
 #define GL_MAX_DEPTH 64          /* nested main loops we keep track of */
 #define GL_TIMER_TAG (-1)
 #define GL_SIGNAL_TAG (-2)
+#define GL_NSIG NSIG             /* signal numbers are 1 .. GL_NSIG - 1 */
 
 /* ------------------------------------------------------------------ */
 /* networking module state (net.c fills, traverses and clears it)     */
@@ -32,16 +34,15 @@
 /* Interned attribute names used by the networking files (s_<name>). */
 #define GL_NET_STRINGS(X) \
     X(set_result) X(set_exception) X(done) X(add_done_callback) \
-    X(fileno) X(recvfrom) X(recvfrom_into) X(sendto) X(send) X(accept) \
-    X(connect) X(setblocking) X(gettimeout) X(close) X(shutdown) \
+    X(fileno) X(recvfrom) X(sendto) X(accept) X(connect) \
+    X(setblocking) X(gettimeout) X(close) X(shutdown) \
     X(getsockname) X(getpeername) X(family) X(type) X(proto) \
     X(connection_made) X(connection_lost) X(data_received) \
     X(eof_received) X(get_buffer) X(buffer_updated) X(pause_writing) \
     X(resume_writing) X(datagram_received) X(error_received) \
     X(_attach) X(_detach) X(transport) X(protocol) X(socket) \
-    X(sockname) X(peername) X(warning) X(debug) X(_start_reading) \
-    X(_read_ready) X(_resume_accepting) X(_accept_ssl) X(_op_done) \
-    X(is_closing) X(_write_ready) X(_call_connection_lost)
+    X(sockname) X(peername) X(_start_reading) X(_read_ready) \
+    X(_resume_accepting) X(_op_done) X(_call_connection_lost)
 
 typedef struct {
     PyTypeObject *SockWaitType;     /* sockops.c */
@@ -58,6 +59,19 @@ typedef struct {
     GL_NET_STRINGS(GL_NET_STRING_FIELD)
 #undef GL_NET_STRING_FIELD
 } gl_net_state;
+
+/* ------------------------------------------------------------------ */
+/* pipes and processes: module state (process.c fills it)             */
+
+struct gl_child;
+
+typedef struct {
+    PyTypeObject *ReadPipeType;     /* pipe.c */
+    PyTypeObject *WritePipeType;    /* pipe.c */
+    PyTypeObject *ChildWatchType;   /* process.c */
+    struct gl_child *children;      /* every loop's watched children (borrowed) */
+    int no_pidfd;                   /* tests force the fallback without pidfd */
+} gl_proc_state;
 
 /* ------------------------------------------------------------------ */
 /* module state (module.c)                                            */
@@ -88,6 +102,10 @@ typedef struct {
     PyObject *current_task;         /* asyncio.tasks.current_task */
     PyObject *current_tasks;        /* 3.11: asyncio.tasks._current_tasks */
     gl_net_state net;               /* networking (net.c) */
+    gl_proc_state proc;             /* pipes, processes (pipe.c, process.c) */
+    /* The loop whose add_signal_handler() handle each signal number runs
+     * (borrowed: a loop drops its entries when it closes or dies). */
+    struct gl_loop *sig_owner[GL_NSIG];  /* signals.c */
 } gl_state;
 
 extern PyModuleDef gl_module_def;
@@ -226,6 +244,7 @@ typedef struct {
     int active;                  /* fds with a reader, writer or watcher */
     uint32_t next_gen;
     char *readbuf;               /* one read buffer for every transport */
+    int watchers_ran;            /* the last gl_poll_dispatch ran a C watcher */
 } gl_poll;
 
 #define GL_READBUF_SIZE (256 * 1024)
@@ -298,6 +317,8 @@ typedef struct gl_loop {
     unsigned long thread_id;     /* while running */
 
     int sig_rfd, sig_wfd;        /* signal wake-up socketpair, -1 if none */
+    gl_handle **sig_handlers;    /* add_signal_handler()'s handles, indexed
+                                  * by signal number (GL_NSIG), or NULL */
 
     int debug;
     double slow_callback_duration;
@@ -342,6 +363,12 @@ int gl_loop_report_error(gl_loop *loop, PyObject *message, PyObject *exc,
 /* signal wake-up (signals.c)                                         */
 
 void gl_signals_close(gl_loop *loop);
+int gl_signals_traverse(gl_loop *loop, visitproc visit, void *arg);
+void gl_signals_clear(gl_loop *loop);
+/* _core._signal_handler(signum, frame): the Python-level handler that
+ * add_signal_handler() installs (module function, see module.c). */
+PyObject *gl_signals_py_handler(PyObject *module, PyObject *const *args,
+                                Py_ssize_t nargs);
 /* Drains the wake-up socket and runs Python's signal handlers; -1 with the
  * handler's exception (KeyboardInterrupt) set. */
 int gl_signals_on_wakeup(gl_loop *loop);
@@ -410,6 +437,18 @@ PyTypeObject *gl_udp_make_type(PyObject *module);
  * waiter, extra and server may be NULL. */
 PyObject *gl_stream_new(gl_loop *loop, PyObject *sock, PyObject *protocol,
                         PyObject *waiter, PyObject *extra, PyObject *server);
+
+/* ------------------------------------------------------------------ */
+/* pipes (pipe.c) and child processes (process.c)                     */
+
+int gl_proc_state_init(PyObject *module, gl_state *st);
+int gl_proc_state_traverse(gl_state *st, visitproc visit, void *arg);
+void gl_proc_state_clear(gl_state *st);
+int gl_pipe_make_types(PyObject *module, gl_state *st);
+/* _core._use_pidfd(flag): module function, for the fallback's tests. */
+PyObject *gl_process_use_pidfd(PyObject *module, PyObject *flag);
+extern PyMethodDef gl_pipe_methods[];        /* pipe.c */
+extern PyMethodDef gl_process_methods[];     /* process.c */
 
 /* ------------------------------------------------------------------ */
 /* the GSource (source.c)                                             */

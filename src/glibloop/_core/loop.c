@@ -606,6 +606,9 @@ run_rounds(gl_loop *loop, int epoll_readable)
     int64_t budget_end = now + loop->batch_budget_ns;
     for (;;) {
         gl_poll_drain_timer(&loop->poll);
+        /* only a poll in this round may say C watchers ran (not a stale
+         * value from before the last transport went away) */
+        loop->poll.watchers_ran = 0;
         if ((loop->poll.active > 0 || epoll_readable) &&
             gl_poll_dispatch(loop) < 0) {
             goto fail;
@@ -630,8 +633,11 @@ run_rounds(gl_loop *loop, int epoll_readable)
         if (now >= budget_end) {
             break;
         }
+        /* A transport's callback that wrote usually made another socket
+         * of this loop readable (both ends of a loopback connection, or
+         * a reply): poll again before handing the turn to GLib. */
         if (loop->ready.head == loop->ready.tail && !timer_due(loop, now) &&
-            !glib_turn_gave_work(loop)) {
+            !loop->poll.watchers_ran && !glib_turn_gave_work(loop)) {
             break;
         }
     }
@@ -1468,7 +1474,8 @@ loop_traverse(gl_loop *loop, visitproc visit, void *arg)
         }
     }
     if (gl_timers_traverse(&loop->timers, visit, arg) < 0 ||
-        gl_poll_traverse(&loop->poll, visit, arg) < 0) {
+        gl_poll_traverse(&loop->poll, visit, arg) < 0 ||
+        gl_signals_traverse(loop, visit, arg) < 0) {
         return -1;
     }
     for (Py_ssize_t i = 0; i < loop->deferred_size; i++) {
@@ -1491,6 +1498,7 @@ loop_clear(gl_loop *loop)
     ready_clear(&loop->ready);
     gl_timers_clear(&loop->timers);
     gl_poll_clear_handlers(&loop->poll);
+    gl_signals_clear(loop);
     deferred_clear(loop);
     Py_CLEAR(loop->quit_func);
     Py_CLEAR(loop->exception_handler);
@@ -1802,6 +1810,8 @@ static PyMethodDef *const method_tables[] = {
     gl_stream_methods,
     gl_server_methods,
     gl_udp_methods,
+    gl_pipe_methods,
+    gl_process_methods,
 };
 
 PyTypeObject *

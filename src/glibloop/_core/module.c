@@ -101,7 +101,8 @@ module_exec(PyObject *module)
     if (st->kwnames_loop == NULL) {
         return -1;
     }
-    if (gl_net_state_init(module, st) < 0) {
+    if (gl_net_state_init(module, st) < 0 ||
+        gl_proc_state_init(module, st) < 0) {
         return -1;
     }
     char glib_version[64];
@@ -134,7 +135,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     if (rc != 0) {
         return rc;
     }
-    return 0;
+    return gl_proc_state_traverse(st, visit, arg);
 }
 
 static int
@@ -165,6 +166,7 @@ module_clear(PyObject *module)
     Py_CLEAR(st->str_set_name);
     Py_CLEAR(st->kwnames_loop);
     gl_net_state_clear(st);
+    gl_proc_state_clear(st);
     return 0;
 }
 
@@ -176,6 +178,19 @@ module_free(void *module)
     PyMem_Free(st->loop_methods);
     st->loop_methods = NULL;
 }
+
+static PyMethodDef module_methods[] = {
+    {"_signal_handler", (PyCFunction)(void (*)(void))gl_signals_py_handler,
+     METH_FASTCALL,
+     PyDoc_STR("_signal_handler(signum, frame)\n--\n\n"
+               "The Python-level handler of signals with a loop handler:\n"
+               "queues the Handle of the loop that added it.")},
+    {"_use_pidfd", (PyCFunction)gl_process_use_pidfd, METH_O,
+     PyDoc_STR("_use_pidfd(flag) -> previous flag\n--\n\n"
+               "Whether new child watches use pidfds (tests turn it off to\n"
+               "exercise the fallback on GLib's child watch).")},
+    {NULL, NULL, 0, NULL},
+};
 
 static PyModuleDef_Slot module_slots[] = {
     {Py_mod_exec, module_exec},
@@ -195,6 +210,7 @@ PyModuleDef gl_module_def = {
     .m_name = "glibloop._core",
     .m_doc = module_doc,
     .m_size = sizeof(gl_state),
+    .m_methods = module_methods,
     .m_slots = module_slots,
     .m_traverse = module_traverse,
     .m_clear = module_clear,

@@ -419,6 +419,7 @@ gl_poll_dispatch(gl_loop *loop)
     }
     gl_poll *p = &loop->poll;
     int signalled = 0;
+    p->watchers_ran = 0;
     for (int i = 0; i < n; i++) {
         int fd = (int)(uint32_t)events[i].data.u64;
         uint32_t gen = (uint32_t)(events[i].data.u64 >> 32);
@@ -439,6 +440,7 @@ gl_poll_dispatch(gl_loop *loop)
             continue;  /* unregistered since epoll_wait: stale */
         }
         if (p->regs[fd].owner != NULL) {
+            p->watchers_ran = 1;
             if (run_watcher(loop, &p->regs[fd], ev) < 0) {
                 return -1;
             }

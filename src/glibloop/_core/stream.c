@@ -14,8 +14,11 @@
  * next writable edge.  Behaviour (flow control, EOF, errors, messages)
  * follows asyncio's selector transport.
  *
- * The type subclasses asyncio.Transport, whose one slot (_extra, the
- * get_extra_info() dict) is the first field of gl_stream. */
+ * The type subclasses asyncio.transports._FlowControlMixin (a Transport;
+ * asyncio's sendfile fallback insists on it).  Their slots (_extra, the
+ * get_extra_info() dict, then _loop, _protocol_paused, _high_water,
+ * _low_water) are the first fields of gl_stream; the C code works on its
+ * own ints and mirrors them into those objects when they change. */
 #include "internal.h"
 
 #include <errno.h>
@@ -40,6 +43,10 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     PyObject *extra;             /* asyncio.BaseTransport's _extra slot */
+    PyObject *fc_high_water;     /* _FlowControlMixin's slots (CPython */
+    PyObject *fc_loop;           /* lays them out sorted by name), */
+    PyObject *fc_low_water;      /* mirrored from the C fields */
+    PyObject *fc_protocol_paused;
     gl_loop *loop;
     PyObject *sock;              /* NULL once the connection is lost */
     PyObject *protocol;
@@ -56,6 +63,8 @@ typedef struct {
     int read_eof;                /* EOF seen and eof_received kept it open */
     int read_pending;            /* an edge or data not consumed yet */
     int read_scheduled;          /* a _read_ready handle is queued */
+    int peer_closed;             /* EPOLLRDHUP/HUP/ERR seen: a short read no
+                                    longer means drained, EOF may follow */
     int closing;
     int eof;                     /* write_eof() */
     int protocol_paused;
@@ -83,6 +92,27 @@ net(gl_stream *t)
 
 /* ------------------------------------------------------------------ */
 /* small helpers                                                      */
+
+static void
+mirror_paused(gl_stream *t)
+{
+    Py_XSETREF(t->fc_protocol_paused, PyBool_FromLong(t->protocol_paused));
+}
+
+static int
+mirror_limits(gl_stream *t)
+{
+    PyObject *high = PyLong_FromSsize_t(t->high_water);
+    PyObject *low = PyLong_FromSsize_t(t->low_water);
+    if (high == NULL || low == NULL) {
+        Py_XDECREF(high);
+        Py_XDECREF(low);
+        return -1;
+    }
+    Py_XSETREF(t->fc_high_water, high);
+    Py_XSETREF(t->fc_low_water, low);
+    return 0;
+}
 
 static int
 schedule_method(gl_stream *t, PyObject *name, PyObject *arg)
@@ -271,6 +301,7 @@ maybe_pause_protocol(gl_stream *t)
         return 0;
     }
     t->protocol_paused = 1;
+    mirror_paused(t);
     return call_protocol_hook(t, net(t)->s_pause_writing,
                               "protocol.pause_writing() failed");
 }
@@ -282,6 +313,7 @@ maybe_resume_protocol(gl_stream *t)
         return 0;
     }
     t->protocol_paused = 0;
+    mirror_paused(t);
     return call_protocol_hook(t, net(t)->s_resume_writing,
                               "protocol.resume_writing() failed");
 }
@@ -385,8 +417,9 @@ read_once_data(gl_stream *t)
     if (n <= 0) {
         return n == -2 ? -1 : 0;
     }
-    /* A short read drained the socket: later data makes a new edge. */
-    t->read_pending = n == GL_READBUF_SIZE;
+    /* A short read drained the socket: later data makes a new edge.  Not
+     * so once the peer closed: its FIN came with this edge. */
+    t->read_pending = n == GL_READBUF_SIZE || t->peer_closed;
     PyObject *data = PyBytes_FromStringAndSize(buf, n);
     if (data == NULL) {
         return fatal_error(t, "Fatal read error on socket transport");
@@ -398,7 +431,7 @@ read_once_data(gl_stream *t)
         return fatal_error(t, "Fatal error: protocol.data_received() call failed.");
     }
     Py_DECREF(r);
-    return n == GL_READBUF_SIZE;
+    return t->read_pending;
 }
 
 static int
@@ -431,7 +464,7 @@ read_once_buffered(gl_stream *t)
     if (n <= 0) {
         return n == -2 ? -1 : 0;
     }
-    t->read_pending = n == size;
+    t->read_pending = n == size || t->peer_closed;
     cb = protocol_method(t, &t->buffer_updated, net(t)->s_buffer_updated);
     PyObject *count = PyLong_FromSsize_t(n);
     PyObject *r = (cb && count) ? PyObject_CallOneArg(cb, count) : NULL;
@@ -440,7 +473,7 @@ read_once_buffered(gl_stream *t)
         return fatal_error(t, "Fatal error: protocol.buffer_updated() call failed.");
     }
     Py_DECREF(r);
-    return n == size;
+    return t->read_pending;
 }
 
 /* Reads until the socket is drained (a short read: any later data makes a
@@ -556,6 +589,7 @@ write_ready(gl_stream *t)
     }
     empty_waiter_done(t, NULL);
     if (t->closing) {
+        t->conn_lost++;
         PyObject *r = PyObject_CallMethodOneArg((PyObject *)t,
                                                 net(t)->s__call_connection_lost,
                                                 Py_None);
@@ -596,7 +630,8 @@ stream_write(gl_stream *t, PyObject *data)
         PyBuffer_Release(&view);
         Py_RETURN_NONE;
     }
-    if (t->conn_lost) {
+    if (t->conn_lost || t->sock == NULL) {
+        /* Never send on the fd of a lost connection: it may be reused. */
         PyBuffer_Release(&view);
         if (t->conn_lost >= GL_LOG_THRESHOLD_FOR_CONNLOST_WRITES) {
             PyObject *r = PyObject_CallMethod(net(t)->logger, "warning", "s",
@@ -701,6 +736,9 @@ stream_on_event(gl_loop *Py_UNUSED(loop), PyObject *owner, uint32_t ev)
     t->busy = 1;
     int rc = 0;
     for (;;) {
+        if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+            t->peer_closed = 1;
+        }
         if ((ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && t->wsize > 0) {
             rc = write_ready(t);
             if (rc < 0) {
@@ -795,6 +833,7 @@ stream_call_connection_lost(gl_stream *t, PyObject *exc)
     Py_CLEAR(t->data_received);
     Py_CLEAR(t->get_buffer);
     Py_CLEAR(t->buffer_updated);
+    Py_XSETREF(t->fc_loop, Py_NewRef(Py_None));
     PyObject *server = t->server;
     t->server = NULL;
     if (server != NULL) {
@@ -849,6 +888,16 @@ static PyObject *
 stream_abort(gl_stream *t, PyObject *Py_UNUSED(ignored))
 {
     if (force_close(t, NULL) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* asyncio's SSLProtocol closes its transport this way on fatal errors. */
+static PyObject *
+stream_force_close(gl_stream *t, PyObject *exc)
+{
+    if (force_close(t, exc == Py_None ? NULL : exc) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -1002,7 +1051,7 @@ stream_set_write_buffer_limits(gl_stream *t, PyObject *args, PyObject *kwds)
     }
     t->high_water = high;
     t->low_water = low;
-    if (maybe_pause_protocol(t) < 0) {
+    if (mirror_limits(t) < 0 || maybe_pause_protocol(t) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -1068,7 +1117,7 @@ stream_reclaim_fd(gl_stream *t, PyObject *Py_UNUSED(ignored))
         Py_RETURN_NONE;
     }
     if (gl_poll_watch(&t->loop->poll, t->fd, (PyObject *)t, stream_on_event,
-                      EPOLLIN | EPOLLOUT | EPOLLET, GL_WATCH_OWNED) < 0) {
+                      EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, GL_WATCH_OWNED) < 0) {
         return NULL;
     }
     t->watching = 1;
@@ -1173,14 +1222,16 @@ gl_stream_new(gl_loop *loop, PyObject *sock, PyObject *protocol,
     t->fd = fd;
     t->high_water = 64 * 1024;
     t->low_water = 16 * 1024;
-    if (set_protocol(t, protocol) < 0 ||
+    t->fc_loop = Py_NewRef((PyObject *)loop);
+    mirror_paused(t);
+    if (mirror_limits(t) < 0 || set_protocol(t, protocol) < 0 ||
         (t->extra = gl_transport_extra(st, sock, extra)) == NULL ||
         set_nodelay(t) < 0) {
         goto fail;
     }
     if (gl_poll_check_not_owned(&loop->poll, fd, sock) < 0 ||
         gl_poll_watch(&loop->poll, fd, (PyObject *)t, stream_on_event,
-                      EPOLLIN | EPOLLOUT | EPOLLET, GL_WATCH_OWNED) < 0) {
+                      EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, GL_WATCH_OWNED) < 0) {
         goto fail;
     }
     t->watching = 1;
@@ -1240,6 +1291,10 @@ stream_traverse(gl_stream *t, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(t));
     Py_VISIT(t->extra);
+    Py_VISIT(t->fc_loop);
+    Py_VISIT(t->fc_protocol_paused);
+    Py_VISIT(t->fc_high_water);
+    Py_VISIT(t->fc_low_water);
     Py_VISIT(t->loop);
     Py_VISIT(t->sock);
     Py_VISIT(t->protocol);
@@ -1258,6 +1313,10 @@ static int
 stream_clear(gl_stream *t)
 {
     Py_CLEAR(t->extra);
+    Py_CLEAR(t->fc_loop);
+    Py_CLEAR(t->fc_protocol_paused);
+    Py_CLEAR(t->fc_high_water);
+    Py_CLEAR(t->fc_low_water);
     Py_CLEAR(t->protocol);
     Py_CLEAR(t->data_received);
     Py_CLEAR(t->get_buffer);
@@ -1325,18 +1384,6 @@ stream_get_sock_fd(gl_stream *t, void *Py_UNUSED(c))
 }
 
 static PyObject *
-stream_get_protocol_paused(gl_stream *t, void *Py_UNUSED(c))
-{
-    return PyBool_FromLong(t->protocol_paused);
-}
-
-static PyObject *
-stream_get_loop(gl_stream *t, void *Py_UNUSED(c))
-{
-    return Py_NewRef(t->loop && t->sock ? (PyObject *)t->loop : Py_None);
-}
-
-static PyObject *
 stream_get_closing(gl_stream *t, void *Py_UNUSED(c))
 {
     return PyBool_FromLong(t->closing);
@@ -1345,8 +1392,6 @@ stream_get_closing(gl_stream *t, void *Py_UNUSED(c))
 static PyGetSetDef stream_getset[] = {
     {"_sock", (getter)stream_get_sock, NULL, NULL, NULL},
     {"_sock_fd", (getter)stream_get_sock_fd, NULL, NULL, NULL},
-    {"_protocol_paused", (getter)stream_get_protocol_paused, NULL, NULL, NULL},
-    {"_loop", (getter)stream_get_loop, NULL, NULL, NULL},
     {"_closing", (getter)stream_get_closing, NULL, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -1369,6 +1414,7 @@ static PyMethodDef stream_methods[] = {
     NOARGS("can_write_eof", stream_can_write_eof),
     NOARGS("close", stream_close),
     NOARGS("abort", stream_abort),
+    {"_force_close", (PyCFunction)stream_force_close, METH_O, NULL},
     NOARGS("is_closing", stream_is_closing),
     NOARGS("is_reading", stream_is_reading),
     NOARGS("pause_reading", stream_pause_reading),
@@ -1416,6 +1462,21 @@ static PyType_Spec stream_spec = {
     .slots = stream_slots,
 };
 
+/* Where the base class keeps the slot `name` (its member descriptor's
+ * offset), or (size_t)-1. */
+static size_t
+slot_offset(PyObject *base, const char *name)
+{
+    PyObject *descr = PyObject_GetAttrString(base, name);
+    size_t off = (size_t)-1;
+    if (descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+        off = (size_t)((PyMemberDescrObject *)descr)->d_member->offset;
+    }
+    Py_XDECREF(descr);
+    PyErr_Clear();
+    return off;
+}
+
 PyTypeObject *
 gl_stream_make_type(PyObject *module)
 {
@@ -1423,18 +1484,28 @@ gl_stream_make_type(PyObject *module)
     if (asyncio == NULL) {
         return NULL;
     }
-    PyObject *base = PyObject_GetAttrString(asyncio, "Transport");
+    PyObject *transports = PyObject_GetAttrString(asyncio, "transports");
     Py_DECREF(asyncio);
+    if (transports == NULL) {
+        return NULL;
+    }
+    PyObject *base = PyObject_GetAttrString(transports, "_FlowControlMixin");
+    Py_DECREF(transports);
     if (base == NULL) {
         return NULL;
     }
-    /* The base's only instance field is the _extra slot, right after the
-     * object header: gl_stream.extra takes its place. */
+    /* The base's instance fields are its five slots, right after the
+     * object header: gl_stream's first five fields take their place. */
     if (!PyType_Check(base) ||
         ((PyTypeObject *)base)->tp_basicsize !=
-            (Py_ssize_t)(offsetof(gl_stream, extra) + sizeof(PyObject *))) {
+            (Py_ssize_t)(offsetof(gl_stream, fc_protocol_paused) + sizeof(PyObject *)) ||
+        slot_offset(base, "_extra") != offsetof(gl_stream, extra) ||
+        slot_offset(base, "_high_water") != offsetof(gl_stream, fc_high_water) ||
+        slot_offset(base, "_loop") != offsetof(gl_stream, fc_loop) ||
+        slot_offset(base, "_low_water") != offsetof(gl_stream, fc_low_water) ||
+        slot_offset(base, "_protocol_paused") != offsetof(gl_stream, fc_protocol_paused)) {
         PyErr_SetString(PyExc_RuntimeError,
-                        "asyncio.Transport has an unexpected layout");
+                        "asyncio.transports._FlowControlMixin has an unexpected layout");
         Py_DECREF(base);
         return NULL;
     }

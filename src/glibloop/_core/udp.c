@@ -10,8 +10,9 @@
  * when the kernel says it would block.  Behaviour and messages follow
  * asyncio's selector datagram transport.
  *
- * The type subclasses asyncio.DatagramTransport; its _extra slot is the
- * first field. */
+ * The type subclasses asyncio.DatagramTransport and, as asyncio's own
+ * datagram transport, asyncio.transports._FlowControlMixin; their slots
+ * are the first fields, laid out and mirrored as in stream.c. */
 #include "internal.h"
 
 #include <errno.h>
@@ -32,6 +33,10 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     PyObject *extra;             /* asyncio.BaseTransport's _extra slot */
+    PyObject *fc_high_water;     /* _FlowControlMixin's slots, mirrored */
+    PyObject *fc_loop;
+    PyObject *fc_low_water;
+    PyObject *fc_protocol_paused;
     gl_loop *loop;
     PyObject *sock;              /* NULL once the connection is lost */
     PyObject *protocol;
@@ -62,6 +67,27 @@ static inline gl_net_state *
 net(gl_udp *t)
 {
     return &t->loop->st->net;
+}
+
+static void
+mirror_paused(gl_udp *t)
+{
+    Py_XSETREF(t->fc_protocol_paused, PyBool_FromLong(t->protocol_paused));
+}
+
+static int
+mirror_limits(gl_udp *t)
+{
+    PyObject *high = PyLong_FromSsize_t(t->high_water);
+    PyObject *low = PyLong_FromSsize_t(t->low_water);
+    if (high == NULL || low == NULL) {
+        Py_XDECREF(high);
+        Py_XDECREF(low);
+        return -1;
+    }
+    Py_XSETREF(t->fc_high_water, high);
+    Py_XSETREF(t->fc_low_water, low);
+    return 0;
 }
 
 static void
@@ -241,6 +267,7 @@ maybe_pause_protocol(gl_udp *t)
         return 0;
     }
     t->protocol_paused = 1;
+    mirror_paused(t);
     return call_protocol_hook(t, net(t)->s_pause_writing,
                               "protocol.pause_writing() failed");
 }
@@ -252,6 +279,7 @@ maybe_resume_protocol(gl_udp *t)
         return 0;
     }
     t->protocol_paused = 0;
+    mirror_paused(t);
     return call_protocol_hook(t, net(t)->s_resume_writing,
                               "protocol.resume_writing() failed");
 }
@@ -560,6 +588,7 @@ udp_call_connection_lost(gl_udp *t, PyObject *exc)
         Py_DECREF(sock);
     }
     Py_CLEAR(t->protocol);
+    Py_XSETREF(t->fc_loop, Py_NewRef(Py_None));
     if (saved != NULL) {
         gl_err_restore(saved);
         return NULL;
@@ -672,7 +701,7 @@ udp_set_write_buffer_limits(gl_udp *t, PyObject *args, PyObject *kwds)
     }
     t->high_water = high;
     t->low_water = low;
-    if (maybe_pause_protocol(t) < 0) {
+    if (mirror_limits(t) < 0 || maybe_pause_protocol(t) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -715,6 +744,11 @@ loop_make_datagram_transport(gl_loop *loop, PyObject *args, PyObject *kwds)
     t->fd = fd;
     t->high_water = 64 * 1024;
     t->low_water = 16 * 1024;
+    t->fc_loop = Py_NewRef((PyObject *)loop);
+    mirror_paused(t);
+    if (mirror_limits(t) < 0) {
+        goto fail;
+    }
     if (address != Py_None) {
         t->address = Py_NewRef(address);
     }
@@ -777,6 +811,10 @@ udp_traverse(gl_udp *t, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(t));
     Py_VISIT(t->extra);
+    Py_VISIT(t->fc_high_water);
+    Py_VISIT(t->fc_loop);
+    Py_VISIT(t->fc_low_water);
+    Py_VISIT(t->fc_protocol_paused);
     Py_VISIT(t->loop);
     Py_VISIT(t->sock);
     Py_VISIT(t->protocol);
@@ -793,6 +831,10 @@ static int
 udp_clear(gl_udp *t)
 {
     Py_CLEAR(t->extra);
+    Py_CLEAR(t->fc_high_water);
+    Py_CLEAR(t->fc_loop);
+    Py_CLEAR(t->fc_low_water);
+    Py_CLEAR(t->fc_protocol_paused);
     Py_CLEAR(t->protocol);
     Py_CLEAR(t->address);
     Py_CLEAR(t->last_addr);
@@ -918,20 +960,30 @@ gl_udp_make_type(PyObject *module)
     if (asyncio == NULL) {
         return NULL;
     }
-    PyObject *base = PyObject_GetAttrString(asyncio, "DatagramTransport");
+    PyObject *transports = PyObject_GetAttrString(asyncio, "transports");
+    PyObject *dgram = PyObject_GetAttrString(asyncio, "DatagramTransport");
     Py_DECREF(asyncio);
-    if (base == NULL) {
+    PyObject *flow = transports ? PyObject_GetAttrString(transports, "_FlowControlMixin")
+                                : NULL;
+    Py_XDECREF(transports);
+    PyObject *bases = (flow && dgram) ? PyTuple_Pack(2, flow, dgram) : NULL;
+    Py_XDECREF(dgram);
+    if (bases == NULL) {
+        Py_XDECREF(flow);
         return NULL;
     }
-    if (!PyType_Check(base) ||
-        ((PyTypeObject *)base)->tp_basicsize !=
-            (Py_ssize_t)(offsetof(gl_udp, extra) + sizeof(PyObject *))) {
+    /* Same layout as the stream transport, checked there in detail. */
+    if (!PyType_Check(flow) ||
+        ((PyTypeObject *)flow)->tp_basicsize !=
+            (Py_ssize_t)(offsetof(gl_udp, fc_protocol_paused) + sizeof(PyObject *))) {
         PyErr_SetString(PyExc_RuntimeError,
-                        "asyncio.DatagramTransport has an unexpected layout");
-        Py_DECREF(base);
+                        "asyncio.transports._FlowControlMixin has an unexpected layout");
+        Py_DECREF(flow);
+        Py_DECREF(bases);
         return NULL;
     }
-    PyObject *type = PyType_FromModuleAndSpec(module, &udp_spec, base);
-    Py_DECREF(base);
+    Py_DECREF(flow);
+    PyObject *type = PyType_FromModuleAndSpec(module, &udp_spec, bases);
+    Py_DECREF(bases);
     return (PyTypeObject *)type;
 }
