@@ -11,7 +11,8 @@ PY     := $(VENV)/bin/python
 APT_PACKAGES := gcc pkg-config libglib2.0-dev libgirepository1.0-dev \
                 libcairo2-dev gir1.2-glib-2.0 libasan8 libubsan1 \
                 python3-gi python3-venv \
-                gir1.2-gtk-4.0 gir1.2-gtk-3.0 xvfb imagemagick
+                gir1.2-gtk-4.0 gir1.2-gtk-3.0 xvfb imagemagick \
+                libpython3.11-testsuite
 PYTEST_ARGS ?=
 
 VENV342 := .venv-pygobject342
