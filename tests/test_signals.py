@@ -349,7 +349,11 @@ def test_glib_mainloop_with_policy_runs_handler(loop, restore_dispositions):
         ml.run()
         t.join()
         GLib.source_remove(fallback)
-        assert got == [True]  # the policy made it the running loop for the run
+        # PyGObject >= 3.50 asks the policy, which makes the loop the running
+        # loop for the run; 3.42 has no such protocol: the handler still runs.
+        import gi
+
+        assert got == [gi.version_info >= (3, 50)]
         loop.remove_signal_handler(signal.SIGRTMIN)
     finally:
         asyncio.set_event_loop_policy(policy)
