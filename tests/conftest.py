@@ -6,15 +6,6 @@ import pytest
 
 import glibloop
 
-# Work in progress, kept out of the run until it passes everywhere, including
-# under AddressSanitizer (docs/differences.md, "Not finished yet"):
-# subprocesses and pipe transports.
-collect_ignore = [
-    "test_pipes.py",
-    "test_process.py",
-    "cpython/test_subprocess.py",
-]
-
 
 def pytest_report_header(config):
     return f"glibloop {glibloop.__version__} from {glibloop._core.__file__} (GLib {glibloop.GLIB_VERSION})"

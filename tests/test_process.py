@@ -542,3 +542,22 @@ def test_subprocess_while_glib_drives_the_loop(clean):
     GLib.source_remove(fallback)
     assert task.done()
     assert result == [(0, b"driven\n")]
+
+
+def test_debug_mode_logs_as_asyncio(clean, caplog):
+    clean.set_debug(True)
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            PY, "-c", "import sys; sys.stdout.write(sys.stdin.read())", stdin=PIPE, stdout=PIPE
+        )
+        out, _ = await proc.communicate(b"dbg")
+        return out, proc.returncode
+
+    with caplog.at_level(logging.DEBUG, logger="asyncio"):
+        assert clean.run_until_complete(main()) == (b"dbg", 0)
+    text = caplog.text
+    assert "execute program" in text
+    assert "Write pipe" in text and "Read pipe" in text
+    assert "was closed by peer" in text
+    assert "exited with return code 0" in text

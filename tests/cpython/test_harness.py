@@ -4,6 +4,7 @@ get, the policy does not leak, and known_failures.txt names tests that exist."""
 import asyncio
 import importlib
 import pathlib
+import sys
 import unittest
 
 import pytest
@@ -40,7 +41,9 @@ def test_every_known_failure_names_an_existing_test():
     stale = [
         f"known_failures.txt:{entry.lineno}: {entry.pattern}"
         for entry in KnownFailures.load().entries
-        if not any(entry.matches(test_id) for test_id in ids)
+        # An entry for a later Python may name a test only that Python has.
+        if entry.min_python <= sys.version_info[:2]
+        and not any(entry.matches(test_id) for test_id in ids)
     ]
     assert not stale, "entries that match no test:\n" + "\n".join(stale)
 
