@@ -12,7 +12,7 @@ APT_PACKAGES := gcc pkg-config libglib2.0-dev libgirepository1.0-dev \
                 libcairo2-dev gir1.2-glib-2.0 libasan8 libubsan1 \
                 python3-gi python3-venv \
                 gir1.2-gtk-4.0 gir1.2-gtk-3.0 xvfb imagemagick \
-                libpython3.11-testsuite
+                libpython3.11-testsuite wrk
 PYTEST_ARGS ?=
 
 VENV342 := .venv-pygobject342
@@ -60,7 +60,9 @@ test-asan: $(VENV)/.deps
 # running the extension built above (same CPython 3.11 ABI).
 test-pygobject342: build
 	test -x $(VENV342)/bin/python || /usr/bin/python3 -m venv --system-site-packages $(VENV342)
-	$(VENV342)/bin/python -c "import pytest" 2>/dev/null || $(VENV342)/bin/python -m pip install -q pytest
+	$(VENV342)/bin/python -c "import pytest, aiohttp, anyio, pytest_asyncio" 2>/dev/null || \
+	  $(VENV342)/bin/python -m pip install -q -c requirements/test.txt \
+	    pytest aiohttp anyio pytest-asyncio
 	rm -rf build/stage-342 && mkdir -p build/stage-342
 	cp -r "$$($(PY) -c 'import glibloop, os; print(os.path.dirname(glibloop.__file__))')" build/stage-342/
 	$(VENV342)/bin/python -c "import gi; assert gi.version_info[:2] == (3, 42), gi.version_info"

@@ -32,6 +32,7 @@ RESULTS_DIR = BENCH_DIR / "results"
 
 sys.path.insert(0, str(BENCH_DIR))
 import workloads as wl  # noqa: E402 - stdlib-only at import time
+import http_wrk  # noqa: E402 - the aiohttp-under-wrk section
 
 SUBJECT = "glibloop"
 DEFAULT_REPEAT = 3
@@ -176,12 +177,10 @@ def target_lines(workload_names, loops, results) -> tuple[list[str], int, int]:
                 missing = [name for name in (SUBJECT, other)
                            if results[workload].get(name, {}).get("status") != "ok"]
                 lines.append(f"- {label}: n/a (no result for {', '.join(missing)})")
-            elif value >= goal:
-                met += 1
-                lines.append(f"- {label}: met ({value:.2f}x)")
             else:
-                missed += 1
-                lines.append(f"- {label}: MISSED ({value:.2f}x)")
+                line, was_met, was_missed = http_wrk.verdict(label, value, goal)
+                lines.append(line)
+                met, missed = met + was_met, missed + was_missed
     return lines, met, missed
 
 
@@ -228,8 +227,17 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--loops", default=",".join(wl.LOOPS),
                         help="comma-separated loops (default: %(default)s)")
-    parser.add_argument("--workloads", default=",".join(wl.WORKLOADS),
+    parser.add_argument("--workloads", default=None,
                         help="comma-separated workloads (default: all)")
+    parser.add_argument("--http", action="store_true",
+                        help="also run the aiohttp/wrk section when --workloads is given")
+    parser.add_argument("--no-http", action="store_true",
+                        help="skip the aiohttp/wrk section")
+    parser.add_argument("--http-only", action="store_true",
+                        help="run only the aiohttp/wrk section")
+    parser.add_argument("--http-duration", type=float, default=None,
+                        help=f"seconds of each wrk run (default "
+                             f"{http_wrk.DEFAULT_DURATION:g}, 2 with --quick)")
     parser.add_argument("--repeat", type=int, default=None,
                         help=f"measured runs per process, best kept "
                              f"(default {DEFAULT_REPEAT}, {QUICK_REPEAT} with --quick)")
@@ -257,7 +265,12 @@ def parse_args(argv):
         return names
 
     args.loops = split(args.loops, list(wl.LOOPS), "loop")
-    args.workloads = split(args.workloads, list(wl.WORKLOADS), "workload")
+    args.run_http = (args.http or args.http_only or args.workloads is None) and not args.no_http
+    if args.http_only:
+        args.workloads = []
+    else:
+        args.workloads = split(args.workloads or ",".join(wl.WORKLOADS),
+                               list(wl.WORKLOADS), "workload")
     if args.repeat is None:
         args.repeat = QUICK_REPEAT if args.quick else DEFAULT_REPEAT
     if args.processes is None:
@@ -307,8 +320,21 @@ def main(argv=None) -> int:
                       + (f" ({result.get('error')})" if result.get("status") != "ok" else ""),
                       file=sys.stderr, flush=True)
 
+    http_report = None
+    if args.run_http:
+        http_report = http_wrk.run(
+            args.loops,
+            duration=args.http_duration or (2.0 if args.quick else http_wrk.DEFAULT_DURATION),
+            runs=1 if args.quick else http_wrk.DEFAULT_RUNS, rounds=args.processes,
+            progress=lambda line: print(line, file=sys.stderr, flush=True))
+        http_lines, http_met, http_missed, http_crashed = http_wrk.section(http_report)
+    else:
+        http_lines, http_met, http_missed, http_crashed = [], 0, 0, False
+
     table = build_table(args.workloads, args.loops, results, args.scale)
     targets, met, missed = target_lines(args.workloads, args.loops, results)
+    met, missed = met + http_met, missed + http_missed
+    targets += [line for line in http_lines if line.startswith(f"- {http_wrk.NAME}:")]
     command = " ".join(shlex.quote(a) for a in [Path(sys.executable).name,
                                                  "bench/run.py", *(argv or sys.argv[1:])])
     report = [
@@ -322,16 +348,16 @@ def main(argv=None) -> int:
         "",
         *version_lines(versions, args.loops),
         "",
-        *table,
-        "",
+        *(table + [""] if args.workloads else []),
         f"Targets ({met} met, {missed} missed):",
         "",
         *targets,
-        "",
-        "Workloads:",
-        "",
-        *note_lines(args.workloads, args.loops, results, args.scale),
     ]
+    if args.workloads:
+        report += ["", "Workloads:", "",
+                   *note_lines(args.workloads, args.loops, results, args.scale)]
+    if http_lines:
+        report += ["", *http_lines]
     text = "\n".join(report) + "\n"
     print(text, end="")
 
@@ -341,13 +367,13 @@ def main(argv=None) -> int:
         args.output.with_suffix(".json").write_text(json.dumps(
             {"versions": versions, "repeat": args.repeat, "scale": args.scale,
              "processes": args.processes,
-             "results": results}, indent=2) + "\n")
+             "results": results, "http": http_report}, indent=2) + "\n")
         print(f"\n(report written to {args.output})", file=sys.stderr)
     except OSError as exc:
         print(f"\ncould not write {args.output}: {exc}", file=sys.stderr)
 
-    crashed = any(r.get("status") in ("error", "timeout")
-                  for per_loop in results.values() for r in per_loop.values())
+    crashed = http_crashed or any(r.get("status") in ("error", "timeout")
+                                  for per_loop in results.values() for r in per_loop.values())
     return 2 if crashed else 0
 
 
