@@ -87,16 +87,20 @@ async def task_groups():
             tg.start_soon(worker, n, (20 - n) * 0.001)
     out["results"] = sorted(results.items())
 
-    # tg.start(): the child reports a value once it is ready.
+    # tg.start(): the child reports a value once it is ready, and goes on
+    # running inside the group after that.
+    go_on = anyio.Event()
+
     async def server(task_status=anyio.TASK_STATUS_IGNORED):
         await anyio.sleep(0.01)
         task_status.started("ready")
-        await anyio.sleep(0.01)
+        await go_on.wait()
         results["after_start"] = True
 
     async with anyio.create_task_group() as tg:
         out["started"] = await tg.start(server)
         out["child_still_running"] = "after_start" not in results
+        go_on.set()
     out["child_finished"] = results.get("after_start")
 
     # A failing child cancels its siblings; the error comes out in a group.
@@ -476,16 +480,19 @@ async def threads():
 
     out["run_sync"] = await anyio.to_thread.run_sync(blocking, 21)
 
-    # Concurrency is bounded by the limiter.
+    # Concurrency is bounded by the limiter: 12 jobs, at most 3 at a time,
+    # and the barrier makes each group of 3 provably run together.
     running = peak = 0
     lock = threading.Lock()
+    three_together = threading.Barrier(3)
 
     def counted(_):
         nonlocal running, peak
         with lock:
             running += 1
             peak = max(peak, running)
-        time.sleep(0.02)
+        three_together.wait(10)
+        time.sleep(0.002)
         with lock:
             running -= 1
 
