@@ -76,10 +76,16 @@ class Loop(_core.Loop, NetworkMixin, ProcessMixin, asyncio.AbstractEventLoop):
         self._default_executor = None
         self._executor_shutdown_called = False
         self._asyncgens = weakref.WeakSet()
+        # Unix server sockets to unlink when they stop (filled by 3.13+'s
+        # create_unix_server, see NetworkMixin._stop_serving_unlinking).
+        self._unix_server_sockets = {}
         self._asyncgens_shutdown_called = False
         self._coroutine_origin_tracking_enabled = False
         self._coroutine_origin_tracking_saved_depth = None
         self.set_debug(_env_debug())
+
+    # Ahead of _core.Loop's in the method order: it calls that one.
+    _stop_serving = NetworkMixin._stop_serving_unlinking
 
     def __repr__(self):
         return (

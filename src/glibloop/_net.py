@@ -20,6 +20,8 @@ once per call or per connection:
 
 from __future__ import annotations
 
+import logging
+import os
 import socket
 
 from asyncio import base_events as _base_events
@@ -33,6 +35,8 @@ try:
     from asyncio import unix_events as _unix_events
 except ImportError:  # pragma: no cover - not on Linux
     _unix_events = None
+
+_log = logging.getLogger("asyncio")
 
 
 def _borrow(cls, name):
@@ -150,6 +154,23 @@ class NetworkMixin:
     create_server = _borrow(_Base, "create_server")
     _create_server_getaddrinfo = _borrow(_Base, "_create_server_getaddrinfo")
     create_unix_server = _borrow(_Unix, "create_unix_server")
+
+    def _stop_serving_unlinking(self, sock):
+        """Python 3.13+: a Unix server made with cleanup_socket=True recorded
+        its socket file's inode in ``_unix_server_sockets``; when it stops,
+        the file goes too, unless something else has taken the path since."""
+        inode = self._unix_server_sockets.pop(sock, None)
+        path = sock.getsockname() if inode is not None else None
+        _core.Loop._stop_serving(self, sock)
+        if not path:
+            return
+        try:
+            if os.stat(path).st_ino == inode:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            _log.error("Unable to clean up listening UNIX socket %r: %r", path, exc)
 
     def _accept_ssl_connection(
         self, protocol, conn, extra, sslcontext, server, handshake_timeout, shutdown_timeout
