@@ -12,8 +12,15 @@ an exception in a callback) fails the run too, and so do leaked fds.
 import asyncio
 import gc
 import hashlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 import glibloop
@@ -475,3 +482,142 @@ def test_https_on_loopback():
     assert t["replies"] == [{"secure": True, "bytes": len(f"tls {n}"),
                              "sha256": sha(f"tls {n}".encode())} for n in range(20)]
     assert t["big"] == {"secure": True, "bytes": 3 << 20, "sha256": sha(pattern(3 << 20))}
+
+
+# -- other ways in: unix sockets, "localhost", compression, run_app ----------------
+
+
+async def unix_and_localhost(tmp_dir):
+    """A UnixSite served to a UnixConnector client; a TCP server on
+    127.0.0.1 reached by the name "localhost" (the resolver in the executor,
+    then aiohappyeyeballs' connection attempts, ::1 being refused on the way
+    when it resolves)."""
+    async def who(request):
+        return web.Response(text=f"{request.method} {request.path_qs}")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", who)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    path = os.path.join(tmp_dir, "aiohttp.sock")
+    unix_site = web.UnixSite(runner, path)
+    tcp_site = web.TCPSite(runner, "127.0.0.1", 0)
+    await unix_site.start()
+    await tcp_site.start()
+    port = tcp_site._server.sockets[0].getsockname()[1]
+    out = {}
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=path)) as session:
+            replies = []
+            for method in ("GET", "POST", "PUT", "DELETE"):
+                async with session.request(method, f"http://unix/x?m={method}") as resp:
+                    replies.append(await resp.text())
+            out["unix"] = replies
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://localhost:{port}/by-name") as resp:
+                out["localhost"] = await resp.text()
+    finally:
+        await runner.cleanup()
+    out["socket_removed"] = not os.path.exists(path)
+    return out
+
+
+def test_unix_socket_and_localhost(tmp_path):
+    t = on_both(unix_and_localhost, str(tmp_path))
+    assert t["unix"] == [f"{m} /x?m={m}" for m in ("GET", "POST", "PUT", "DELETE")]
+    assert t["localhost"] == "GET /by-name"
+
+
+async def compression():
+    """Compressed answers both ways: a large body is compressed by aiohttp
+    in the loop's default executor (run_in_executor), the client inflates."""
+    text = "".join(f"line {i}: glib main loop\n" for i in range(100_000))  # ~2.5 MB
+
+    async def big(request):
+        resp = web.Response(text=text)
+        resp.enable_compression()
+        return resp
+
+    async def upload(request):
+        return web.json_response({"encoding": request.headers.get("Content-Encoding"),
+                                  "sha256": sha(await request.read())})
+
+    app = web.Application(client_max_size=16 << 20)
+    app.router.add_get("/big", big)
+    app.router.add_post("/upload", upload)
+    async with Server(app) as server:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(server.url + "/big",
+                                   headers={"Accept-Encoding": "gzip"}) as resp:
+                encoding = resp.headers.get("Content-Encoding")
+                wire = resp.content_length
+                body = await resp.text()
+            async with session.post(server.url + "/upload", data=text.encode(),
+                                    compress="deflate") as resp:
+                up = await resp.json()
+    return {"encoding": encoding, "smaller_on_the_wire": wire is None or wire < len(text),
+            "body_ok": body == text, "upload": up, "expected": sha(text.encode())}
+
+
+def test_compression_in_the_executor():
+    t = on_both(compression)
+    assert t["encoding"] == "gzip" and t["smaller_on_the_wire"] and t["body_ok"]
+    assert t["upload"] == {"encoding": "deflate", "sha256": t["expected"]}
+
+
+RUN_APP = """
+import asyncio, sys
+import glibloop
+from aiohttp import web
+
+async def hello(request):
+    return web.Response(text="run_app on " + type(asyncio.get_running_loop()).__qualname__)
+
+async def on_cleanup(app):
+    print("cleanup ran", flush=True)
+
+app = web.Application()
+app.router.add_get("/", hello)
+app.on_cleanup.append(on_cleanup)
+loop = glibloop.new_event_loop() if sys.argv[1] == "glibloop" else asyncio.new_event_loop()
+web.run_app(app, host="127.0.0.1", port=0, loop=loop,
+            print=lambda line: print(line, flush=True))
+print("run_app returned", flush=True)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_run_app_stops_on_signal(tmp_path, signum):
+    """web.run_app on glibloop, as an application runs it: the signal
+    handlers it installs (loop.add_signal_handler) stop it cleanly, the
+    cleanup hooks run and the process exits 0, as on asyncio."""
+    script = tmp_path / "app.py"
+    script.write_text(RUN_APP)
+    env = dict(os.environ)
+    glibloop_root = os.path.dirname(os.path.dirname(glibloop.__file__))
+    env["PYTHONPATH"] = os.pathsep.join(
+        [glibloop_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    outcomes = {}
+    for name in ("asyncio", "glibloop"):
+        proc = subprocess.Popen([sys.executable, str(script), name], env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            first = proc.stdout.readline()
+            match = re.search(r"http://127\.0\.0\.1:(\d+)", first)
+            assert match, first + proc.stdout.read()
+            with urllib.request.urlopen(f"http://127.0.0.1:{match.group(1)}/",
+                                        timeout=30) as resp:
+                body = resp.read().decode()
+            proc.send_signal(signum)
+            rest, _ = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        outcomes[name] = (proc.returncode, body.split(" on ")[0],
+                          [line for line in rest.splitlines() if line.strip()])
+        if name == "glibloop":
+            assert body == "run_app on Loop"
+    assert outcomes["glibloop"] == outcomes["asyncio"]
+    code, _, lines = outcomes["glibloop"]
+    assert code == 0 and lines[-2:] == ["cleanup ran", "run_app returned"], lines
