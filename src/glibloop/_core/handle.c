@@ -350,10 +350,10 @@ handle_get_cancelled(gl_handle *h, void *Py_UNUSED(closure))
     return PyBool_FromLong(h->cancelled);
 }
 
+/* The references a handle holds, its type aside. */
 static int
-handle_traverse(gl_handle *h, visitproc visit, void *arg)
+visit_fields(gl_handle *h, visitproc visit, void *arg)
 {
-    Py_VISIT(Py_TYPE(h));
     Py_VISIT(h->callback);
     Py_VISIT(h->args);
     Py_VISIT(h->context);
@@ -361,6 +361,13 @@ handle_traverse(gl_handle *h, visitproc visit, void *arg)
     Py_VISIT(h->source_traceback);
     Py_VISIT(h->repr_cache);
     return 0;
+}
+
+static int
+handle_traverse(gl_handle *h, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(h));
+    return visit_fields(h, visit, arg);
 }
 
 int
@@ -373,13 +380,7 @@ gl_handle_traverse_queued(gl_handle *h, visitproc visit, void *arg)
     if (Py_REFCNT(h) != 1) {
         return 0;
     }
-    Py_VISIT(h->callback);
-    Py_VISIT(h->args);
-    Py_VISIT(h->context);
-    Py_VISIT(h->loop);
-    Py_VISIT(h->source_traceback);
-    Py_VISIT(h->repr_cache);
-    return 0;
+    return visit_fields(h, visit, arg);
 }
 
 static int

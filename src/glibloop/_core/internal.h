@@ -439,6 +439,232 @@ PyObject *gl_stream_new(gl_loop *loop, PyObject *sock, PyObject *protocol,
                         PyObject *waiter, PyObject *extra, PyObject *server);
 
 /* ------------------------------------------------------------------ */
+/* what the C transports share (transport.c)                          */
+
+typedef struct {
+    PyObject *obj;               /* bytes */
+    Py_ssize_t off;              /* bytes of it already written */
+} gl_wchunk;
+
+/* The first fields of every C transport (stream.c, pipe.c, udp.c), as
+ * PyObject_HEAD is of every object; the functions below take any of them
+ * as a gl_transport.  extra, then the fc_ fields, must stay first: they
+ * are the slots of the asyncio base classes (BaseTransport's _extra, then
+ * _FlowControlMixin's, which CPython lays out sorted by name), and the C
+ * code mirrors its own flow-control fields into them.  A type without
+ * _FlowControlMixin (the read pipe) leaves the fc_ fields NULL.  The write
+ * queue holds bytes objects as given: stream and write pipe use it, the
+ * datagram transport keeps datagrams with their addresses instead (wsize
+ * counts their bytes all the same). */
+#define GL_TRANSPORT_HEAD \
+    PyObject_HEAD \
+    PyObject *extra; \
+    PyObject *fc_high_water; \
+    PyObject *fc_loop; \
+    PyObject *fc_low_water; \
+    PyObject *fc_protocol_paused; \
+    gl_loop *loop; \
+    PyObject *file;              /* socket or pipe; NULL once closed */ \
+    PyObject *protocol; \
+    PyObject *data_received;     /* protocol's bound methods, on first use */ \
+    PyObject *get_buffer; \
+    PyObject *buffer_updated; \
+    PyObject *weakreflist; \
+    gl_wchunk *wq; \
+    Py_ssize_t wq_head; \
+    Py_ssize_t wq_len; \
+    Py_ssize_t wq_cap; \
+    Py_ssize_t wsize;            /* bytes waiting to be written */ \
+    Py_ssize_t high_water; \
+    Py_ssize_t low_water; \
+    int fd; \
+    int watching;                /* in the epoll set */ \
+    int closing; \
+    int conn_lost; \
+    int protocol_paused;         /* pause_writing() was called */ \
+    int buffered;                /* protocol is a BufferedProtocol */ \
+    int no_fionread;             /* the fd does not answer FIONREAD */ \
+    Py_ssize_t last_read;        /* bytes the last data read returned */ \
+    /* reading (stream and read pipe; see gl_transport_on_event) */ \
+    const struct gl_transport_kind *kind_ops; \
+    int started;                 /* _start_reading ran */ \
+    int paused;                  /* pause_reading() */ \
+    int read_eof;                /* EOF seen, the transport stays open */ \
+    int read_pending;            /* an edge or data not consumed yet */ \
+    int read_scheduled;          /* a _read_ready handle is queued */ \
+    int busy;                    /* inside the event handler */ \
+    uint32_t deferred;           /* events that arrived while busy */
+
+typedef struct {
+    GL_TRANSPORT_HEAD
+} gl_transport;
+
+#define GL_TRANSPORT(t) ((gl_transport *)(t))
+
+/* What a reading transport (stream, read pipe) does its own way.  The
+ * fd is registered once, edge-triggered; an edge that cannot be acted on
+ * (reading not started or paused) is remembered in read_pending and acted
+ * on when reading (re)starts.  A protocol callback that runs a nested main
+ * loop cannot re-enter its transport: events arriving meanwhile are kept
+ * (busy, deferred) and handled when it returns. */
+struct gl_transport_kind {
+    /* The epoll event(s); -1 only for SystemExit/KeyboardInterrupt. */
+    int (*handle_events)(gl_transport *t, uint32_t ev);
+    /* One read: 1 there may be more, 0 drained or stopped, -1
+     * SystemExit/KeyboardInterrupt. */
+    int (*read_once)(gl_transport *t);
+};
+
+/* The C watcher of a reading transport (calls kind_ops->handle_events). */
+int gl_transport_on_event(gl_loop *loop, PyObject *owner, uint32_t ev);
+int gl_transport_can_read(gl_transport *t);
+/* Reads until the fd is drained (a short read: later data makes a new
+ * edge), reading stops, or the per-event quota is used up; the rest is
+ * read in the next round so that other fds get their turn. */
+int gl_transport_read_loop(gl_transport *t);
+PyObject *gl_transport_read_ready(PyObject *self, PyObject *unused);
+PyObject *gl_transport_start_reading(PyObject *self, PyObject *unused);
+PyObject *gl_transport_is_reading(PyObject *self, PyObject *unused);
+PyObject *gl_transport_pause_reading(PyObject *self, PyObject *unused);
+PyObject *gl_transport_resume_reading(PyObject *self, PyObject *unused);
+#define GL_TRANSPORT_READ_METHODS \
+    {"is_reading", gl_transport_is_reading, METH_NOARGS, NULL}, \
+    {"pause_reading", gl_transport_pause_reading, METH_NOARGS, NULL}, \
+    {"resume_reading", gl_transport_resume_reading, METH_NOARGS, NULL}, \
+    {"_start_reading", gl_transport_start_reading, METH_NOARGS, NULL}, \
+    {"_read_ready", gl_transport_read_ready, METH_NOARGS, NULL}
+
+/* Fills the common fields of a new transport: the loop, the fd, asyncio's
+ * default write-buffer limits and, when flow_control, the base's mirrors. */
+int gl_transport_init(gl_transport *t, gl_loop *loop, int fd, int flow_control);
+/* Sets the protocol, forgetting the cached bound methods; with
+ * detect_buffered, notes whether it is a BufferedProtocol. */
+int gl_transport_set_protocol(gl_transport *t, PyObject *protocol,
+                              int detect_buffered);
+/* The protocol's bound method `name`, looked up once into *cache
+ * (borrowed, NULL with an exception set). */
+PyObject *gl_transport_protocol_method(gl_transport *t, PyObject **cache,
+                                       PyObject *name);
+/* Schedules callable(arg), or callable() when arg is NULL, for the next
+ * round; schedule_method does so with the transport's method `name`. */
+int gl_transport_schedule_call(gl_transport *t, PyObject *callable, PyObject *arg);
+int gl_transport_schedule_method(gl_transport *t, PyObject *name, PyObject *arg);
+/* connection_made(t), then _start_reading() when start_reading, then the
+ * waiter's result, in that order in the next round, as asyncio. */
+int gl_transport_schedule_start(gl_transport *t, PyObject *waiter, int start_reading);
+/* asyncio's logger.<level>(fmt, t); never fails (reports unraisable). */
+void gl_transport_log(gl_transport *t, const char *level, const char *fmt);
+void gl_transport_unwatch(gl_transport *t);
+/* Closes the file object and forgets it; never fails. */
+void gl_transport_close_file(gl_transport *t);
+/* asyncio's _fatal_error with the current exception: an OSError (with
+ * eio_only, only one whose errno is EIO) is only logged in debug mode,
+ * anything else goes to the exception handler; then close(t, exc) closes
+ * the transport.  -1 only for SystemExit/KeyboardInterrupt, put back. */
+typedef int (*gl_transport_close_fn)(gl_transport *t, PyObject *exc);
+int gl_transport_fatal_error(gl_transport *t, const char *message, int eio_only,
+                             gl_transport_close_fn close);
+/* A socket transport's close(): connection_lost(None) in the next round,
+ * once the queue is empty (now, if it is). */
+int gl_transport_close(gl_transport *t);
+/* asyncio's _force_close(exc): the write queue is dropped and
+ * connection_lost(exc) (None for NULL) runs in the next round, once. */
+int gl_transport_force_close(gl_transport *t, PyObject *exc);
+/* protocol.connection_lost(exc) when call is true and there is a protocol;
+ * then, whatever it did, the transport leaves the epoll set, closes its
+ * file and drops its protocol (asyncio's finally).  Returns what
+ * connection_lost raised (a new reference, not set) or NULL. */
+PyObject *gl_transport_connection_lost(gl_transport *t, PyObject *exc, int call);
+
+/* Reading for the protocols: read_fn is the transport's read syscall with
+ * its error handling, returning the byte count, 0 at EOF (handled), -1
+ * when nothing more can be read now, -2 for SystemExit/KeyboardInterrupt. */
+typedef Py_ssize_t (*gl_transport_read_fn)(gl_transport *t, char *buf, size_t size);
+/* One read for data_received(): returns read_fn's count with *data the
+ * new bytes object, read_fn's value when that is <= 0, or -3 with an
+ * exception set (memory).  After a large read (bulk data) on an fd that
+ * can_ask, the fd is asked how much it holds (FIONREAD) and exactly that
+ * is read into the bytes object: an ioctl costs less than copying tens of
+ * KiB out of the loop's read buffer, which small reads still use.
+ * *queued is what FIONREAD reported (0 when not asked): anything beyond
+ * it arrived after the ioctl and makes a new edge. */
+Py_ssize_t gl_transport_read_data(gl_transport *t, int can_ask, gl_transport_read_fn read_fn,
+                                  PyObject **data, Py_ssize_t *queued);
+/* protocol.data_received(data) (the reference to data is taken);
+ * protocol.get_buffer(-1) exported writable into *view (never empty);
+ * protocol.buffer_updated(n).  0, or -1 with the exception set. */
+int gl_transport_data_received(gl_transport *t, PyObject *data);
+int gl_transport_get_buffer(gl_transport *t, Py_buffer *view);
+int gl_transport_buffer_updated(gl_transport *t, Py_ssize_t n);
+
+/* The write queue; push takes a new reference, consume drops n written
+ * bytes from the front. */
+void gl_wq_clear(gl_transport *t);
+int gl_wq_push(gl_transport *t, PyObject *bytes, Py_ssize_t off);
+void gl_wq_consume(gl_transport *t, Py_ssize_t n);
+/* Writes as much of the queue as the kernel takes, with sendmsg() on a
+ * socket (no SIGPIPE) or writev().  0 when the kernel took all it would,
+ * -1 with OSError set (the queue as it was). */
+int gl_wq_flush(gl_transport *t, int is_socket);
+/* TypeError unless data is bytes, bytearray or memoryview (asyncio's). */
+int gl_transport_check_data(PyObject *data);
+/* write(data)'s course, as asyncio's: b"" does nothing; while refused (the
+ * connection is lost) the write is only counted, with refused_warning
+ * logged from the fifth on; else the syscall is tried at once when
+ * nothing is queued (send() without SIGPIPE on a socket, else write()) and
+ * what the kernel did not take is queued (bytes as they are, anything else
+ * copied), which may pause the protocol.  1 done; 0 the syscall failed,
+ * with the OSError set for the caller to report; -1 error. */
+int gl_transport_write(gl_transport *t, PyObject *data, int is_socket, int refused,
+                       const char *refused_warning);
+/* bytes(b"".join(list)), for writelines(). */
+PyObject *gl_transport_join(PyObject *list);
+
+/* Flow control: pause_writing() above the high-water mark, resume_writing()
+ * at or below the low one; -1 only for SystemExit/KeyboardInterrupt (other
+ * exceptions of the hooks go to the exception handler). */
+int gl_transport_maybe_pause(gl_transport *t);
+int gl_transport_maybe_resume(gl_transport *t);
+
+/* GC and the type slots every transport type uses. */
+int gl_transport_traverse(gl_transport *t, visitproc visit, void *arg);
+void gl_transport_clear(gl_transport *t);
+void gl_transport_dealloc(PyObject *self);   /* calls the type's tp_clear */
+void gl_transport_finalize(PyObject *self);  /* ResourceWarning, closes */
+/* The type from spec on asyncio.transports.<base_name> (and <base2_name>
+ * after it, when not NULL), after checking that the base's slots are where
+ * GL_TRANSPORT_HEAD puts them. */
+PyTypeObject *gl_transport_make_type(PyObject *module, PyType_Spec *spec,
+                                     const char *base_name, const char *base2_name);
+
+/* Methods every transport type has. */
+PyObject *gl_transport_get_extra_info(PyObject *self, PyObject *const *args,
+                                      Py_ssize_t nargs, PyObject *kwnames);
+PyObject *gl_transport_is_closing(PyObject *self, PyObject *unused);
+PyObject *gl_transport_get_protocol(PyObject *self, PyObject *unused);
+PyObject *gl_transport_set_write_buffer_limits(PyObject *self, PyObject *args,
+                                               PyObject *kwds);
+PyObject *gl_transport_get_write_buffer_limits(PyObject *self, PyObject *unused);
+PyObject *gl_transport_get_write_buffer_size(PyObject *self, PyObject *unused);
+
+#define GL_TRANSPORT_BASE_METHODS \
+    {"get_extra_info", (PyCFunction)(void (*)(void))gl_transport_get_extra_info, \
+     METH_FASTCALL | METH_KEYWORDS, NULL}, \
+    {"is_closing", gl_transport_is_closing, METH_NOARGS, NULL}, \
+    {"get_protocol", gl_transport_get_protocol, METH_NOARGS, NULL}
+#define GL_TRANSPORT_FLOW_METHODS \
+    {"set_write_buffer_limits", \
+     (PyCFunction)(void (*)(void))gl_transport_set_write_buffer_limits, \
+     METH_VARARGS | METH_KEYWORDS, NULL}, \
+    {"get_write_buffer_limits", gl_transport_get_write_buffer_limits, METH_NOARGS, NULL}, \
+    {"get_write_buffer_size", gl_transport_get_write_buffer_size, METH_NOARGS, NULL}
+/* __weaklistoffset__, _protocol and _conn_lost. */
+#define GL_TRANSPORT_MEMBERS \
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(gl_transport, weakreflist), READONLY, NULL}, \
+    {"_protocol", T_OBJECT, offsetof(gl_transport, protocol), READONLY, NULL}, \
+    {"_conn_lost", T_INT, offsetof(gl_transport, conn_lost), READONLY, NULL}
+
+/* ------------------------------------------------------------------ */
 /* pipes (pipe.c) and child processes (process.c)                     */
 
 int gl_proc_state_init(PyObject *module, gl_state *st);

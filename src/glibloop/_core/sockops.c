@@ -14,6 +14,17 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 
+/* sock_recv(n) on a socket whose last recv brought at least
+ * GL_SOCK_RECV_DIRECT_MIN bytes reads straight into a bytes object of n
+ * bytes and shrinks it to what came, as socket.recv() does: no copy out
+ * of the loop's read buffer.  Small reads keep using the read buffer and a
+ * small copy, which costs less than malloc's large-block path.  Requests
+ * above GL_SOCK_RECV_DIRECT_MAX (and up to the read buffer's size) would
+ * be mmap()ed by malloc (glibc's threshold starts at 128 KiB), an mmap,
+ * mremap and munmap per call: those use the read buffer too. */
+#define GL_SOCK_RECV_DIRECT_MIN (16 * 1024)
+#define GL_SOCK_RECV_DIRECT_MAX (64 * 1024)
+
 enum {
     OP_NONE,
     OP_RECV,
@@ -44,6 +55,7 @@ typedef struct {
     sockop rd;
     sockop wr;
     uint32_t armed;          /* the epoll interest last asked for */
+    Py_ssize_t last_recv;    /* bytes the last sock_recv on fd brought */
     PyObject *done_cb;       /* self._op_done, made once */
 } gl_sockwait;
 
@@ -92,9 +104,17 @@ attempt_recv(gl_loop *loop, sockop *op, PyObject **result)
     if (fd == -2) {
         return -1;
     }
+    /* The fd's waiter stays while the socket is used with sock_*: it
+     * remembers how much the last recv brought. */
+    PyObject *owner = gl_poll_watcher(&loop->poll, fd, NULL);
+    gl_sockwait *w = owner != NULL && Py_IS_TYPE(owner, loop->st->net.SockWaitType)
+                         ? (gl_sockwait *)owner : NULL;
+    int direct = op->n > GL_READBUF_SIZE ||
+                 (op->n <= GL_SOCK_RECV_DIRECT_MAX && w != NULL &&
+                  w->last_recv >= GL_SOCK_RECV_DIRECT_MIN);
     PyObject *bytes = NULL;
     char *buf;
-    if (op->n <= GL_READBUF_SIZE) {
+    if (!direct) {
         buf = gl_loop_readbuf(loop);
     }
     else {
@@ -116,14 +136,23 @@ attempt_recv(gl_loop *loop, sockop *op, PyObject **result)
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
+    if (w != NULL) {
+        w->last_recv = got;
+    }
     if (bytes == NULL) {
         *result = PyBytes_FromStringAndSize(buf, got);
     }
-    else {
+    else if (got >= op->n / 2) {
         if (got != op->n && _PyBytes_Resize(&bytes, got) < 0) {
             return -1;
         }
         *result = bytes;
+    }
+    else {
+        /* Little came: a small copy, and the block goes back whole (a
+         * shrunk one leaves a split remainder for malloc to sort). */
+        *result = PyBytes_FromStringAndSize(buf, got);
+        Py_DECREF(bytes);
     }
     return *result ? 1 : -1;
 }
@@ -453,6 +482,7 @@ get_waiter(gl_loop *loop, int fd, PyObject *sock)
     memset(&w->rd, 0, sizeof(w->rd));
     memset(&w->wr, 0, sizeof(w->wr));
     w->armed = 0;
+    w->last_recv = 0;
     w->done_cb = NULL;
     PyObject_GC_Track(w);
     w->done_cb = PyObject_GetAttr((PyObject *)w, st->net.s__op_done);

@@ -11,8 +11,9 @@
  * asyncio's selector datagram transport.
  *
  * The type subclasses asyncio.DatagramTransport and, as asyncio's own
- * datagram transport, asyncio.transports._FlowControlMixin; their slots
- * are the first fields, laid out and mirrored as in stream.c. */
+ * datagram transport, asyncio.transports._FlowControlMixin; what every C
+ * transport shares (the bases' slots, flow control, closing the socket,
+ * the type's slots) is in transport.c. */
 #include "internal.h"
 
 #include <errno.h>
@@ -31,35 +32,21 @@ typedef struct {
 } dgram;
 
 typedef struct {
-    PyObject_HEAD
-    PyObject *extra;             /* asyncio.BaseTransport's _extra slot */
-    PyObject *fc_high_water;     /* _FlowControlMixin's slots, mirrored */
-    PyObject *fc_loop;
-    PyObject *fc_low_water;
-    PyObject *fc_protocol_paused;
-    gl_loop *loop;
-    PyObject *sock;              /* NULL once the connection is lost */
-    PyObject *protocol;
+    GL_TRANSPORT_HEAD            /* file: the socket, NULL once lost; the
+                                  * write queue unused (see q) */
     PyObject *address;           /* the connected peer, or NULL */
     PyObject *last_addr;         /* last address converted by sendto */
-    PyObject *weakreflist;
     struct sockaddr_storage last_sa;
     unsigned int last_salen;
-    int fd;
     int family;
     int connected;               /* extra['peername'] is true */
-    int started;
-    int closing;
-    int conn_lost;
-    int protocol_paused;
-    int watching;
     uint32_t armed;
-    Py_ssize_t high_water;
-    Py_ssize_t low_water;
-    dgram *q;                    /* queued datagrams, a ring */
+    dgram *q;                    /* queued datagrams, a ring; wsize counts
+                                  * their bytes */
     Py_ssize_t q_head, q_len, q_cap;
-    Py_ssize_t qsize;            /* bytes queued */
 } gl_udp;
+
+#define T(t) GL_TRANSPORT(t)
 
 static int udp_on_event(gl_loop *loop, PyObject *owner, uint32_t ev);
 
@@ -70,34 +57,13 @@ net(gl_udp *t)
 }
 
 static void
-mirror_paused(gl_udp *t)
-{
-    Py_XSETREF(t->fc_protocol_paused, PyBool_FromLong(t->protocol_paused));
-}
-
-static int
-mirror_limits(gl_udp *t)
-{
-    PyObject *high = PyLong_FromSsize_t(t->high_water);
-    PyObject *low = PyLong_FromSsize_t(t->low_water);
-    if (high == NULL || low == NULL) {
-        Py_XDECREF(high);
-        Py_XDECREF(low);
-        return -1;
-    }
-    Py_XSETREF(t->fc_high_water, high);
-    Py_XSETREF(t->fc_low_water, low);
-    return 0;
-}
-
-static void
 q_clear(gl_udp *t)
 {
     dgram *q = t->q;
     Py_ssize_t head = t->q_head, len = t->q_len, cap = t->q_cap;
     t->q = NULL;
     t->q_head = t->q_len = t->q_cap = 0;
-    t->qsize = 0;
+    t->wsize = 0;
     for (Py_ssize_t i = 0; i < len; i++) {
         dgram *d = &q[(head + i) % cap];
         Py_DECREF(d->data);
@@ -128,7 +94,7 @@ q_push(gl_udp *t, PyObject *data, PyObject *addr)
     d->data = Py_NewRef(data);
     d->addr = Py_NewRef(addr);
     t->q_len++;
-    t->qsize += PyBytes_GET_SIZE(data);
+    t->wsize += PyBytes_GET_SIZE(data);
     return 0;
 }
 
@@ -137,7 +103,7 @@ q_push(gl_udp *t, PyObject *data, PyObject *addr)
 static int
 sync_watch(gl_udp *t)
 {
-    if (t->loop->closed || t->sock == NULL) {
+    if (t->loop->closed || t->file == NULL) {
         return 0;
     }
     uint32_t want = ((t->started && !t->closing) ? EPOLLIN : 0) |
@@ -159,69 +125,29 @@ sync_watch(gl_udp *t)
     return 0;
 }
 
-static void
-unwatch(gl_udp *t)
-{
-    if (t->watching) {
-        t->watching = 0;
-        gl_poll_unwatch(&t->loop->poll, t->fd, (PyObject *)t);
-    }
-}
-
-static int
-schedule_method(gl_udp *t, PyObject *name, PyObject *arg)
-{
-    if (gl_loop_check_not_closed(t->loop) < 0) {
-        return -1;
-    }
-    PyObject *bound = PyObject_GetAttr((PyObject *)t, name);
-    if (bound == NULL) {
-        return -1;
-    }
-    PyObject *args = arg ? PyTuple_Pack(1, arg) : PyTuple_New(0);
-    int rc = args ? gl_loop_call_soon(t->loop, bound, args) : -1;
-    Py_XDECREF(args);
-    Py_DECREF(bound);
-    return rc;
-}
-
 /* ------------------------------------------------------------------ */
 /* errors                                                             */
 
 static int
 force_close(gl_udp *t, PyObject *exc)
 {
-    if (t->conn_lost) {
-        return 0;
+    if (!t->conn_lost) {
+        q_clear(t);
     }
-    q_clear(t);
-    t->closing = 1;
-    t->conn_lost++;
-    return schedule_method(t, net(t)->s__call_connection_lost, exc ? exc : Py_None);
+    return gl_transport_force_close(T(t), exc);
 }
 
-/* As stream.c's: takes the current exception. */
+static int
+force_close_fn(gl_transport *t, PyObject *exc)
+{
+    return force_close((gl_udp *)t, exc);
+}
+
+/* asyncio's _fatal_error (see transport.c); takes the current exception. */
 static int
 fatal_error(gl_udp *t, const char *message)
 {
-    PyObject *exc = gl_err_fetch();
-    if (exc == NULL) {
-        return 0;
-    }
-    if (gl_exc_is_fatal(exc)) {
-        gl_err_restore(exc);
-        return -1;
-    }
-    Py_INCREF(t);
-    if (!PyErr_GivenExceptionMatches(exc, PyExc_OSError)) {
-        gl_net_report(t->loop, message, exc, (PyObject *)t, t->protocol, NULL);
-    }
-    if (force_close(t, exc) < 0) {
-        PyErr_WriteUnraisable((PyObject *)t);
-    }
-    Py_DECREF(exc);
-    Py_DECREF(t);
-    return 0;
+    return gl_transport_fatal_error(T(t), message, 0, force_close_fn);
 }
 
 /* An OSError of a send or receive goes to protocol.error_received(). */
@@ -238,50 +164,6 @@ error_received(gl_udp *t)
     }
     Py_DECREF(r);
     return 0;
-}
-
-static int
-call_protocol_hook(gl_udp *t, PyObject *name, const char *message)
-{
-    PyObject *proto = Py_NewRef(t->protocol);
-    PyObject *r = PyObject_CallMethodNoArgs(proto, name);
-    if (r == NULL) {
-        PyObject *exc = gl_err_fetch();
-        if (gl_exc_is_fatal(exc)) {
-            gl_err_restore(exc);
-            Py_DECREF(proto);
-            return -1;
-        }
-        gl_net_report(t->loop, message, exc, (PyObject *)t, proto, NULL);
-        Py_DECREF(exc);
-    }
-    Py_XDECREF(r);
-    Py_DECREF(proto);
-    return 0;
-}
-
-static int
-maybe_pause_protocol(gl_udp *t)
-{
-    if (t->qsize <= t->high_water || t->protocol_paused || t->protocol == NULL) {
-        return 0;
-    }
-    t->protocol_paused = 1;
-    mirror_paused(t);
-    return call_protocol_hook(t, net(t)->s_pause_writing,
-                              "protocol.pause_writing() failed");
-}
-
-static int
-maybe_resume_protocol(gl_udp *t)
-{
-    if (!t->protocol_paused || t->qsize > t->low_water || t->protocol == NULL) {
-        return 0;
-    }
-    t->protocol_paused = 0;
-    mirror_paused(t);
-    return call_protocol_hook(t, net(t)->s_resume_writing,
-                              "protocol.resume_writing() failed");
 }
 
 /* ------------------------------------------------------------------ */
@@ -381,7 +263,7 @@ send_one(gl_udp *t, PyObject *data, PyObject *addr)
     if (conv == 0) {
         /* A name to resolve or an unusual family: the socket module. */
         PyBuffer_Release(&view);
-        PyObject *r = PyObject_CallMethodObjArgs(t->sock, net(t)->s_sendto, data,
+        PyObject *r = PyObject_CallMethodObjArgs(t->file, net(t)->s_sendto, data,
                                                  addr, NULL);
         if (r == NULL) {
             if (PyErr_ExceptionMatches(PyExc_BlockingIOError) ||
@@ -435,14 +317,14 @@ write_ready(gl_udp *t)
         }
         t->q_head = (t->q_head + 1) % t->q_cap;
         t->q_len--;
-        t->qsize -= PyBytes_GET_SIZE(d.data);
+        t->wsize -= PyBytes_GET_SIZE(d.data);
         Py_DECREF(d.data);
         Py_DECREF(d.addr);
         if (rc < 0) {
             return send_failed(t);
         }
     }
-    if (maybe_resume_protocol(t) < 0) {
+    if (gl_transport_maybe_resume(T(t)) < 0) {
         return -1;
     }
     if (t->q_len == 0) {
@@ -473,7 +355,7 @@ udp_on_event(gl_loop *Py_UNUSED(loop), PyObject *owner, uint32_t ev)
     }
     for (int i = 0; i < GL_UDP_READS_PER_EVENT; i++) {
         if (!(ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) || !t->started ||
-            t->closing || t->conn_lost || t->sock == NULL) {
+            t->closing || t->conn_lost || t->file == NULL) {
             break;
         }
         int rc = read_one(t);
@@ -535,7 +417,7 @@ udp_sendto(gl_udp *t, PyObject *const *args, Py_ssize_t nargs)
         t->conn_lost++;
         Py_RETURN_NONE;
     }
-    if (t->q_len == 0 && t->sock != NULL) {
+    if (t->q_len == 0 && t->file != NULL) {
         int rc = send_one(t, data, addr);
         if (rc > 0) {
             Py_RETURN_NONE;
@@ -553,7 +435,7 @@ udp_sendto(gl_udp *t, PyObject *const *args, Py_ssize_t nargs)
     }
     int rc = q_push(t, copy, addr);
     Py_DECREF(copy);
-    if (rc < 0 || sync_watch(t) < 0 || maybe_pause_protocol(t) < 0) {
+    if (rc < 0 || sync_watch(t) < 0 || gl_transport_maybe_pause(T(t)) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -572,46 +454,23 @@ udp_start_reading(gl_udp *t, PyObject *Py_UNUSED(ignored))
 static PyObject *
 udp_call_connection_lost(gl_udp *t, PyObject *exc)
 {
-    PyObject *res = t->protocol
-        ? PyObject_CallMethodOneArg(t->protocol, net(t)->s_connection_lost, exc)
-        : Py_NewRef(Py_None);
-    PyObject *saved = res ? NULL : gl_err_fetch();
-    unwatch(t);
-    if (t->sock != NULL) {
-        PyObject *sock = t->sock;
-        t->sock = NULL;
-        PyObject *r = PyObject_CallMethodNoArgs(sock, net(t)->s_close);
-        if (r == NULL) {
-            PyErr_WriteUnraisable((PyObject *)t);
-        }
-        Py_XDECREF(r);
-        Py_DECREF(sock);
-    }
-    Py_CLEAR(t->protocol);
-    Py_XSETREF(t->fc_loop, Py_NewRef(Py_None));
-    if (saved != NULL) {
-        gl_err_restore(saved);
+    PyObject *raised = gl_transport_connection_lost(T(t), exc, 1);
+    if (raised != NULL) {
+        gl_err_restore(raised);
         return NULL;
     }
-    Py_DECREF(res);
     Py_RETURN_NONE;
 }
 
 static PyObject *
 udp_close(gl_udp *t, PyObject *Py_UNUSED(ignored))
 {
-    if (t->closing) {
-        Py_RETURN_NONE;
+    int was_closing = t->closing;
+    if (gl_transport_close(T(t)) < 0) {
+        return NULL;
     }
-    t->closing = 1;
-    if (sync_watch(t) < 0) {
+    if (!was_closing && sync_watch(t) < 0) {
         PyErr_WriteUnraisable((PyObject *)t);
-    }
-    if (t->q_len == 0) {
-        t->conn_lost++;
-        if (schedule_method(t, net(t)->s__call_connection_lost, Py_None) < 0) {
-            return NULL;
-        }
     }
     Py_RETURN_NONE;
 }
@@ -626,82 +485,9 @@ udp_abort(gl_udp *t, PyObject *Py_UNUSED(ignored))
 }
 
 static PyObject *
-udp_is_closing(gl_udp *t, PyObject *Py_UNUSED(ignored))
-{
-    return PyBool_FromLong(t->closing);
-}
-
-static PyObject *
-udp_get_protocol(gl_udp *t, PyObject *Py_UNUSED(ignored))
-{
-    return Py_NewRef(t->protocol ? t->protocol : Py_None);
-}
-
-static PyObject *
 udp_set_protocol(gl_udp *t, PyObject *protocol)
 {
-    Py_XSETREF(t->protocol, Py_NewRef(protocol));
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-udp_get_extra_info(gl_udp *t, PyObject *args)
-{
-    PyObject *name, *dflt = Py_None;
-    if (!PyArg_ParseTuple(args, "O|O:get_extra_info", &name, &dflt)) {
-        return NULL;
-    }
-    PyObject *v = t->extra ? PyDict_GetItemWithError(t->extra, name) : NULL;
-    if (v == NULL && PyErr_Occurred()) {
-        return NULL;
-    }
-    return Py_NewRef(v ? v : dflt);
-}
-
-static PyObject *
-udp_get_write_buffer_size(gl_udp *t, PyObject *Py_UNUSED(ignored))
-{
-    return PyLong_FromSsize_t(t->qsize);
-}
-
-static PyObject *
-udp_get_write_buffer_limits(gl_udp *t, PyObject *Py_UNUSED(ignored))
-{
-    return Py_BuildValue("(nn)", t->low_water, t->high_water);
-}
-
-static PyObject *
-udp_set_write_buffer_limits(gl_udp *t, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"high", "low", NULL};
-    PyObject *high_obj = Py_None, *low_obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO:set_write_buffer_limits", kwlist,
-                                     &high_obj, &low_obj)) {
-        return NULL;
-    }
-    Py_ssize_t high = 0, low = 0;
-    if (high_obj != Py_None &&
-        (high = PyNumber_AsSsize_t(high_obj, PyExc_OverflowError)) == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (low_obj != Py_None &&
-        (low = PyNumber_AsSsize_t(low_obj, PyExc_OverflowError)) == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (high_obj == Py_None) {
-        high = low_obj == Py_None ? 64 * 1024 : 4 * low;
-    }
-    if (low_obj == Py_None) {
-        low = high / 4;
-    }
-    if (!(high >= low && low >= 0)) {
-        PyErr_Format(PyExc_ValueError, "high (%zd) must be >= low (%zd) must be >= 0",
-                     high, low);
-        return NULL;
-    }
-    t->high_water = high;
-    t->low_water = low;
-    if (mirror_limits(t) < 0 || maybe_pause_protocol(t) < 0) {
+    if (gl_transport_set_protocol(T(t), protocol, 0) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -711,7 +497,7 @@ static PyObject *
 udp_repr(gl_udp *t)
 {
     return PyUnicode_FromFormat("<%s%s fd=%d>", _PyType_Name(Py_TYPE(t)),
-                                t->sock == NULL ? " closed" : t->closing ? " closing" : "",
+                                t->file == NULL ? " closed" : t->closing ? " closing" : "",
                                 t->fd);
 }
 
@@ -738,15 +524,9 @@ loop_make_datagram_transport(gl_loop *loop, PyObject *args, PyObject *kwds)
     if (t == NULL) {
         return NULL;
     }
-    t->loop = (gl_loop *)Py_NewRef(loop);
-    t->sock = Py_NewRef(sock);
+    t->file = Py_NewRef(sock);
     t->protocol = Py_NewRef(protocol);
-    t->fd = fd;
-    t->high_water = 64 * 1024;
-    t->low_water = 16 * 1024;
-    t->fc_loop = Py_NewRef((PyObject *)loop);
-    mirror_paused(t);
-    if (mirror_limits(t) < 0) {
+    if (gl_transport_init(T(t), loop, fd, 1) < 0) {
         goto fail;
     }
     if (address != Py_None) {
@@ -771,26 +551,13 @@ loop_make_datagram_transport(gl_loop *loop, PyObject *args, PyObject *kwds)
         goto fail;
     }
     /* connection_made, then reading, then the waiter, as asyncio. */
-    PyObject *made = PyObject_GetAttr(protocol, st->net.s_connection_made);
-    PyObject *margs = made ? PyTuple_Pack(1, (PyObject *)t) : NULL;
-    int rc = margs ? gl_loop_call_soon(loop, made, margs) : -1;
-    Py_XDECREF(margs);
-    Py_XDECREF(made);
-    if (rc < 0 || schedule_method(t, st->net.s__start_reading, NULL) < 0) {
+    if (gl_transport_schedule_start(T(t), waiter, 1) < 0) {
         goto fail;
-    }
-    if (waiter != Py_None) {
-        PyObject *wargs = PyTuple_Pack(2, waiter, Py_None);
-        rc = wargs ? gl_loop_call_soon(loop, st->net.set_result_unless_cancelled, wargs) : -1;
-        Py_XDECREF(wargs);
-        if (rc < 0) {
-            goto fail;
-        }
     }
     return (PyObject *)t;
 fail:
-    unwatch(t);
-    Py_CLEAR(t->sock);
+    gl_transport_unwatch(T(t));
+    Py_CLEAR(t->file);
     Py_DECREF(t);
     return NULL;
 }
@@ -809,87 +576,29 @@ PyMethodDef gl_udp_methods[] = {
 static int
 udp_traverse(gl_udp *t, visitproc visit, void *arg)
 {
-    Py_VISIT(Py_TYPE(t));
-    Py_VISIT(t->extra);
-    Py_VISIT(t->fc_high_water);
-    Py_VISIT(t->fc_loop);
-    Py_VISIT(t->fc_low_water);
-    Py_VISIT(t->fc_protocol_paused);
-    Py_VISIT(t->loop);
-    Py_VISIT(t->sock);
-    Py_VISIT(t->protocol);
     Py_VISIT(t->address);
     Py_VISIT(t->last_addr);
     for (Py_ssize_t i = 0; i < t->q_len; i++) {
         Py_VISIT(t->q[(t->q_head + i) % t->q_cap].data);
         Py_VISIT(t->q[(t->q_head + i) % t->q_cap].addr);
     }
-    return 0;
+    return gl_transport_traverse(T(t), visit, arg);
 }
 
 static int
 udp_clear(gl_udp *t)
 {
-    Py_CLEAR(t->extra);
-    Py_CLEAR(t->fc_high_water);
-    Py_CLEAR(t->fc_loop);
-    Py_CLEAR(t->fc_low_water);
-    Py_CLEAR(t->fc_protocol_paused);
-    Py_CLEAR(t->protocol);
     Py_CLEAR(t->address);
     Py_CLEAR(t->last_addr);
     q_clear(t);
-    Py_CLEAR(t->sock);
-    Py_CLEAR(t->loop);
+    gl_transport_clear(T(t));
     return 0;
-}
-
-static void
-udp_finalize(gl_udp *t)
-{
-    if (t->sock == NULL) {
-        return;
-    }
-    PyObject *exc = gl_err_fetch();
-    if (PyErr_ResourceWarning((PyObject *)t, 1, "unclosed transport %R", t) < 0) {
-        PyErr_WriteUnraisable((PyObject *)t);
-    }
-    if (t->loop != NULL) {
-        unwatch(t);
-    }
-    PyObject *sock = t->sock;
-    t->sock = NULL;
-    PyObject *r = PyObject_CallMethod(sock, "close", NULL);
-    if (r == NULL) {
-        PyErr_WriteUnraisable((PyObject *)t);
-    }
-    Py_XDECREF(r);
-    Py_DECREF(sock);
-    if (exc != NULL) {
-        gl_err_restore(exc);
-    }
-}
-
-static void
-udp_dealloc(gl_udp *t)
-{
-    PyTypeObject *tp = Py_TYPE(t);
-    PyObject_GC_UnTrack(t);
-    if (PyObject_CallFinalizerFromDealloc((PyObject *)t) < 0) {
-        return;
-    }
-    if (t->weakreflist != NULL) {
-        PyObject_ClearWeakRefs((PyObject *)t);
-    }
-    udp_clear(t);
-    tp->tp_free(t);
-    Py_DECREF(tp);
 }
 
 static PyObject *
 udp_get_sock(gl_udp *t, void *Py_UNUSED(c))
 {
-    return Py_NewRef(t->sock ? t->sock : Py_None);
+    return Py_NewRef(t->file ? t->file : Py_None);
 }
 
 static PyObject *
@@ -905,9 +614,7 @@ static PyGetSetDef udp_getset[] = {
 };
 
 static PyMemberDef udp_members[] = {
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(gl_udp, weakreflist), READONLY, NULL},
-    {"_protocol", T_OBJECT, offsetof(gl_udp, protocol), READONLY, NULL},
-    {"_conn_lost", T_INT, offsetof(gl_udp, conn_lost), READONLY, NULL},
+    GL_TRANSPORT_MEMBERS,
     {"_sock_fd", T_INT, offsetof(gl_udp, fd), READONLY, NULL},
     {NULL, 0, 0, 0, NULL},
 };
@@ -919,14 +626,9 @@ static PyMethodDef udp_methods[] = {
      PyDoc_STR("sendto(data, addr=None): send a datagram now, or queue it.")},
     NOARGS("close", udp_close),
     NOARGS("abort", udp_abort),
-    NOARGS("is_closing", udp_is_closing),
-    NOARGS("get_protocol", udp_get_protocol),
     {"set_protocol", (PyCFunction)udp_set_protocol, METH_O, NULL},
-    {"get_extra_info", (PyCFunction)udp_get_extra_info, METH_VARARGS, NULL},
-    NOARGS("get_write_buffer_size", udp_get_write_buffer_size),
-    NOARGS("get_write_buffer_limits", udp_get_write_buffer_limits),
-    {"set_write_buffer_limits", (PyCFunction)(void (*)(void))udp_set_write_buffer_limits,
-     METH_VARARGS | METH_KEYWORDS, NULL},
+    GL_TRANSPORT_BASE_METHODS,
+    GL_TRANSPORT_FLOW_METHODS,
     NOARGS("_start_reading", udp_start_reading),
     {"_call_connection_lost", (PyCFunction)udp_call_connection_lost, METH_O, NULL},
     {NULL, NULL, 0, NULL},
@@ -935,8 +637,8 @@ static PyMethodDef udp_methods[] = {
 static PyType_Slot udp_slots[] = {
     {Py_tp_doc, (void *)PyDoc_STR("A datagram transport written in C; behaves as "
                                   "asyncio's selector datagram transport.")},
-    {Py_tp_dealloc, udp_dealloc},
-    {Py_tp_finalize, udp_finalize},
+    {Py_tp_dealloc, gl_transport_dealloc},
+    {Py_tp_finalize, gl_transport_finalize},
     {Py_tp_traverse, udp_traverse},
     {Py_tp_clear, udp_clear},
     {Py_tp_repr, udp_repr},
@@ -956,34 +658,7 @@ static PyType_Spec udp_spec = {
 PyTypeObject *
 gl_udp_make_type(PyObject *module)
 {
-    PyObject *asyncio = PyImport_ImportModule("asyncio");
-    if (asyncio == NULL) {
-        return NULL;
-    }
-    PyObject *transports = PyObject_GetAttrString(asyncio, "transports");
-    PyObject *dgram = PyObject_GetAttrString(asyncio, "DatagramTransport");
-    Py_DECREF(asyncio);
-    PyObject *flow = transports ? PyObject_GetAttrString(transports, "_FlowControlMixin")
-                                : NULL;
-    Py_XDECREF(transports);
-    PyObject *bases = (flow && dgram) ? PyTuple_Pack(2, flow, dgram) : NULL;
-    Py_XDECREF(dgram);
-    if (bases == NULL) {
-        Py_XDECREF(flow);
-        return NULL;
-    }
-    /* Same layout as the stream transport, checked there in detail. */
-    if (!PyType_Check(flow) ||
-        ((PyTypeObject *)flow)->tp_basicsize !=
-            (Py_ssize_t)(offsetof(gl_udp, fc_protocol_paused) + sizeof(PyObject *))) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "asyncio.transports._FlowControlMixin has an unexpected layout");
-        Py_DECREF(flow);
-        Py_DECREF(bases);
-        return NULL;
-    }
-    Py_DECREF(flow);
-    PyObject *type = PyType_FromModuleAndSpec(module, &udp_spec, bases);
-    Py_DECREF(bases);
-    return (PyTypeObject *)type;
+    /* As asyncio's own datagram transport: a _FlowControlMixin too. */
+    return gl_transport_make_type(module, &udp_spec, "_FlowControlMixin",
+                                  "DatagramTransport");
 }
