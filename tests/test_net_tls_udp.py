@@ -191,6 +191,42 @@ def test_udp_ping_pong(loop):
     assert loop.run_until_complete(main()) == (None, None)
 
 
+def test_udp_sendto_keywords_as_asyncio(loop):
+    # sendto(data, addr=None) takes keywords, as the selector transport does
+    # (3.13's CPython tests call sendto(b'a', addr=...)).
+    async def main():
+        server_tr, server = await loop.create_datagram_endpoint(
+            lambda: Datagrams(loop), local_addr=("127.0.0.1", 0)
+        )
+        addr = server_tr.get_extra_info("sockname")
+        client_tr, _ = await loop.create_datagram_endpoint(
+            lambda: Datagrams(loop), local_addr=("127.0.0.1", 0)
+        )
+        client_tr.sendto(b"one", addr=addr)
+        client_tr.sendto(data=b"two", addr=addr)
+        got = [(await server.received.get())[0] for _ in range(2)]
+        errors = []
+        for bad in (
+            lambda: client_tr.sendto(b"x", addr, None),
+            lambda: client_tr.sendto(b"x", address=addr),
+            lambda: client_tr.sendto(b"x", data=b"y"),
+            lambda: client_tr.sendto(addr=addr),
+        ):
+            with pytest.raises(TypeError) as info:
+                bad()
+            errors.append(str(info.value))
+        client_tr.close()
+        server_tr.close()
+        return got, errors
+
+    got, errors = loop.run_until_complete(main())
+    assert got == [b"one", b"two"]
+    assert "at most 2 arguments" in errors[0]
+    assert "unexpected keyword argument 'address'" in errors[1]
+    assert "multiple values for argument 'data'" in errors[2]
+    assert "missing required argument 'data'" in errors[3]
+
+
 def test_udp_error_received_on_refused(loop):
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     probe.bind(("127.0.0.1", 0))

@@ -370,14 +370,47 @@ udp_on_event(gl_loop *Py_UNUSED(loop), PyObject *owner, uint32_t ev)
 /* the transport API                                                  */
 
 static PyObject *
-udp_sendto(gl_udp *t, PyObject *const *args, Py_ssize_t nargs)
+udp_sendto(gl_udp *t, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (nargs < 1 || nargs > 2) {
-        PyErr_SetString(PyExc_TypeError, "sendto() takes 1 or 2 arguments");
+    /* sendto(data, addr=None): both may be given by keyword (asyncio's
+     * selector transport takes them so). */
+    PyObject *data = nargs > 0 ? args[0] : NULL;
+    PyObject *addr = nargs > 1 ? args[1] : NULL;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs > 2) {
+        PyErr_Format(PyExc_TypeError,
+                     "sendto() takes at most 2 arguments (%zd given)", nargs);
         return NULL;
     }
-    PyObject *data = args[0];
-    PyObject *addr = nargs > 1 ? args[1] : Py_None;
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+        PyObject **slot;
+        if (PyUnicode_CompareWithASCIIString(name, "data") == 0) {
+            slot = &data;
+        }
+        else if (PyUnicode_CompareWithASCIIString(name, "addr") == 0) {
+            slot = &addr;
+        }
+        else {
+            PyErr_Format(PyExc_TypeError,
+                         "sendto() got an unexpected keyword argument '%U'", name);
+            return NULL;
+        }
+        if (*slot != NULL) {
+            PyErr_Format(PyExc_TypeError,
+                         "sendto() got multiple values for argument '%U'", name);
+            return NULL;
+        }
+        *slot = args[nargs + i];
+    }
+    if (data == NULL) {
+        PyErr_SetString(PyExc_TypeError,
+                        "sendto() missing required argument 'data'");
+        return NULL;
+    }
+    if (addr == NULL) {
+        addr = Py_None;
+    }
     if (!PyBytes_Check(data) && !PyByteArray_Check(data) && !PyMemoryView_Check(data)) {
         PyErr_Format(PyExc_TypeError,
                      "data argument must be a bytes-like object, not '%s'",
@@ -622,7 +655,7 @@ static PyMemberDef udp_members[] = {
 #define NOARGS(name, fn) {name, (PyCFunction)fn, METH_NOARGS, NULL}
 
 static PyMethodDef udp_methods[] = {
-    {"sendto", (PyCFunction)(void (*)(void))udp_sendto, METH_FASTCALL,
+    {"sendto", (PyCFunction)(void (*)(void))udp_sendto, METH_FASTCALL | METH_KEYWORDS,
      PyDoc_STR("sendto(data, addr=None): send a datagram now, or queue it.")},
     NOARGS("close", udp_close),
     NOARGS("abort", udp_abort),
