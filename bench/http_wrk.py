@@ -272,11 +272,14 @@ def run(loops, *, duration=DEFAULT_DURATION, connections=DEFAULT_CONNECTIONS,
         except Exception as exc:  # noqa: BLE001 - not installed: n/a
             results[loop] = {"status": "unavailable", "loop": loop,
                              "error": f"{type(exc).__name__}: {exc}"}
-    for _ in range(max(1, rounds)):
+    for index in range(max(1, rounds)):
         current = [loop for loop in runnable
                    if results.get(loop, {}).get("status") != "error"]
         if not current:
             break
+        # Each round starts (and first loads) another loop.
+        shift = index % len(current)
+        current = current[shift:] + current[:shift]
         per_loop, loop_types = measure_round(current, wrk, duration, connections, runs,
                                              progress)
         for loop, value in per_loop.items():
