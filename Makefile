@@ -10,7 +10,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := gcc pkg-config libglib2.0-dev libgirepository1.0-dev \
                 libcairo2-dev gir1.2-glib-2.0 libasan8 libubsan1 \
-                python3-gi python3-venv \
+                python3-gi python3-venv python3-dev \
                 gir1.2-gtk-4.0 gir1.2-gtk-3.0 xvfb imagemagick \
                 libpython3.11-testsuite wrk
 PYTEST_ARGS ?=
@@ -18,8 +18,7 @@ PYTEST_ARGS ?=
 VENV342 := .venv-pygobject342
 
 # Other CPythons the suite also runs on, when installed (pyenv's on CI's image).
-# 3.13 joins when its networking differences are handled (docs/design.md).
-OTHER_PYTHONS ?= 3.12
+OTHER_PYTHONS ?= 3.12 3.13
 
 .PHONY: all demo test test-fast test-asan test-pygobject342 test-pythons bench build system-deps clean
 
@@ -60,9 +59,9 @@ test-asan: $(VENV)/.deps
 # running the extension built above (same CPython 3.11 ABI).
 test-pygobject342: build
 	test -x $(VENV342)/bin/python || /usr/bin/python3 -m venv --system-site-packages $(VENV342)
-	$(VENV342)/bin/python -c "import pytest, aiohttp, anyio, pytest_asyncio" 2>/dev/null || \
+	$(VENV342)/bin/python -c "import pytest, aiohttp, anyio, pytest_asyncio, build, mesonpy, uvloop" 2>/dev/null || \
 	  $(VENV342)/bin/python -m pip install -q -c requirements/test.txt \
-	    pytest aiohttp anyio pytest-asyncio
+	    pytest aiohttp anyio pytest-asyncio build meson-python meson ninja uvloop
 	rm -rf build/stage-342 && mkdir -p build/stage-342
 	cp -r "$$($(PY) -c 'import glibloop, os; print(os.path.dirname(glibloop.__file__))')" build/stage-342/
 	$(VENV342)/bin/python -c "import gi; assert gi.version_info[:2] == (3, 42), gi.version_info"

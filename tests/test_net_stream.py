@@ -567,3 +567,46 @@ def test_write_after_flushed_close_never_touches_the_fd(loop):
         return got
 
     assert loop.run_until_complete(main()) == 4 << 20
+
+
+@pytest.mark.parametrize("factory", [glibloop.new_event_loop, asyncio.SelectorEventLoop])
+def test_queued_callbacks_run_before_the_io_of_the_next_poll(factory):
+    # asyncio's order: a callback queued before a poll runs before what that
+    # poll delivers, even though our C transport calls data_received without
+    # a queued handle.  Checked against stock asyncio, many times over.
+    lp = factory()
+
+    async def main():
+        order = []
+        got = lp.create_future()
+
+        class Sink(asyncio.Protocol):
+            def data_received(self, data):
+                order.append(("data", data))
+                if data.endswith(b"9") and not got.done():
+                    got.set_result(None)
+
+        server = await lp.create_server(Sink, "127.0.0.1", 0)
+        tr, _ = await lp.create_connection(asyncio.Protocol, *server.sockets[0].getsockname())
+        await asyncio.sleep(0.05)
+        for i in range(10):
+            def send(i=i):
+                tr.write(b"%d" % i)
+                lp.call_soon(order.append, ("after", i))
+
+            lp.call_soon(send)
+            await asyncio.sleep(0.01)
+        await got
+        tr.close()
+        server.close()
+        await server.wait_closed()
+        return order
+
+    try:
+        order = lp.run_until_complete(main())
+    finally:
+        lp.close()
+    expected = []
+    for i in range(10):
+        expected += [("after", i), ("data", b"%d" % i)]
+    assert order == expected

@@ -222,6 +222,10 @@ typedef int (*gl_watch_fn)(struct gl_loop *loop, PyObject *owner,
 enum {
     GL_WATCH_SHARED = 1,         /* sock_* waiters, listeners: add_reader ok */
     GL_WATCH_OWNED = 2,          /* a transport: add_reader raises */
+    /* or'ed in: events never held back for asyncio's order (a child's
+     * pidfd: reaped at once, before any waitpid(-1) reaper queued
+     * earlier, e.g. asyncio's FastChildWatcher, can take its status) */
+    GL_WATCH_UNHELD = 4,
 };
 
 typedef struct {
@@ -230,7 +234,8 @@ typedef struct {
     PyObject *owner;             /* C watcher's object (strong), or NULL */
     gl_watch_fn watch_fn;
     uint32_t watch_events;       /* EPOLLIN/EPOLLOUT, EPOLLET if it wants */
-    int watch_kind;              /* GL_WATCH_* */
+    int watch_kind;              /* GL_WATCH_SHARED or GL_WATCH_OWNED */
+    int unheld;                  /* GL_WATCH_UNHELD was given */
     uint32_t events;             /* what is registered in epoll */
     uint32_t gen;                /* registration generation, in event data */
 } gl_fdreg;
@@ -245,6 +250,14 @@ typedef struct {
     uint32_t next_gen;
     char *readbuf;               /* one read buffer for every transport */
     int watchers_ran;            /* the last gl_poll_dispatch ran a C watcher */
+    /* C watcher events held back because callbacks were queued before the
+     * poll that read them: they run when the ready queue's head reaches
+     * held_mark (asyncio's order, see gl_poll_dispatch). */
+    struct epoll_event *held;
+    int nheld;                   /* events in held */
+    int held_next;               /* the next one to run */
+    int held_cap;
+    uint64_t held_mark;          /* ready-queue position they run at */
 } gl_poll;
 
 #define GL_READBUF_SIZE (256 * 1024)
@@ -280,6 +293,7 @@ int gl_poll_check_not_owned(gl_poll *p, int fd, PyObject *fileobj);
 void gl_poll_arm_timer(gl_poll *p, int64_t deadline_ns);
 /* epoll_wait(0) and queue the ready readers/writers of the loop. */
 int gl_poll_dispatch(struct gl_loop *loop);
+int gl_poll_run_held(struct gl_loop *loop);
 void gl_poll_drain_timer(gl_poll *p);
 
 /* ------------------------------------------------------------------ */

@@ -381,7 +381,21 @@ run_round(gl_loop *loop)
     gl_ready *q = &loop->ready;
     uint64_t end = q->tail;
     int depth = loop->dispatch_depth;
-    while (q->head < end) {
+    for (;;) {
+        /* C watcher events held back by the poll run where that poll's
+         * own callbacks begin (gl_poll_dispatch) */
+        if (loop->poll.nheld > loop->poll.held_next &&
+            q->head >= loop->poll.held_mark) {
+            if (gl_poll_run_held(loop) < 0) {
+                return -1;
+            }
+            if (loop->closed || loop->pending_exc != NULL) {
+                return 0;
+            }
+        }
+        if (q->head >= end) {
+            break;
+        }
         gl_handle *h = q->items[q->head & q->mask];
         __atomic_store_n(&q->head, q->head + 1, __ATOMIC_RELAXED);
         if (h->cancelled) {

@@ -55,6 +55,7 @@ gl_poll_clear_handlers(gl_poll *p)
     p->regs = NULL;
     p->nregs = 0;
     p->active = 0;
+    p->nheld = p->held_next = 0;   /* their registrations are gone */
     for (int fd = 0; fd < n; fd++) {
         Py_XDECREF(regs[fd].reader);
         Py_XDECREF(regs[fd].writer);
@@ -69,6 +70,9 @@ gl_poll_close(gl_poll *p)
     gl_poll_clear_handlers(p);
     PyMem_Free(p->readbuf);
     p->readbuf = NULL;
+    PyMem_Free(p->held);
+    p->held = NULL;
+    p->nheld = p->held_cap = 0;
     if (p->timerfd >= 0) {
         close(p->timerfd);
         p->timerfd = -1;
@@ -259,6 +263,8 @@ gl_poll_watch(gl_poll *p, int fd, PyObject *owner, gl_watch_fn fn,
     if (ensure_slot(p, fd) < 0) {
         return -1;
     }
+    int unheld = (kind & GL_WATCH_UNHELD) != 0;
+    kind &= ~GL_WATCH_UNHELD;
     gl_fdreg *r = &p->regs[fd];
     if (r->owner != NULL && r->watch_kind == GL_WATCH_SHARED &&
         kind == GL_WATCH_OWNED) {
@@ -278,6 +284,7 @@ gl_poll_watch(gl_poll *p, int fd, PyObject *owner, gl_watch_fn fn,
     r->watch_fn = fn;
     r->watch_events = events;
     r->watch_kind = kind;
+    r->unheld = unheld;
     if (sync_epoll(p, fd, wanted_events(r)) < 0) {
         r->owner = NULL;
         return -1;
@@ -317,6 +324,7 @@ gl_poll_unwatch(gl_poll *p, int fd, PyObject *owner)
     r->watch_fn = NULL;
     r->watch_events = 0;
     r->watch_kind = 0;
+    r->unheld = 0;
     if (sync_epoll(p, fd, wanted_events(r)) < 0) {
         /* As gl_poll_remove: an fd that is gone is forgotten anyway. */
         PyErr_Clear();
@@ -404,8 +412,70 @@ run_watcher(gl_loop *loop, gl_fdreg *r, uint32_t ev)
     return rc;
 }
 
+/* Keeps a C watcher's event for later (see gl_poll_dispatch). */
+static int
+hold_event(gl_poll *p, struct epoll_event *e)
+{
+    if (p->nheld == p->held_cap) {
+        int cap = p->held_cap ? p->held_cap * 2 : GL_EPOLL_BATCH;
+        struct epoll_event *grown = PyMem_Realloc(p->held, (size_t)cap * sizeof(*grown));
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        p->held = grown;
+        p->held_cap = cap;
+    }
+    p->held[p->nheld++] = *e;
+    return 0;
+}
+
+/* The registration an event names, or NULL if it went away since. */
+static gl_fdreg *
+live_watcher(gl_poll *p, uint64_t data)
+{
+    int fd = (int)(uint32_t)data;
+    uint32_t gen = (uint32_t)(data >> 32);
+    if (fd < 0 || fd >= p->nregs || p->regs[fd].gen != gen ||
+        p->regs[fd].events == 0 || p->regs[fd].owner == NULL) {
+        return NULL;
+    }
+    return &p->regs[fd];
+}
+
+/* Runs the held-back watcher events, in the order they were read; events
+ * held back by a nested dispatch while these run are run here too.  On an
+ * error (SystemExit, KeyboardInterrupt) the rest stay for the next round. */
+int
+gl_poll_run_held(gl_loop *loop)
+{
+    gl_poll *p = &loop->poll;
+    int rc = 0;
+    /* held_next, not a local index: a watcher may run a nested main loop
+     * whose dispatch comes here again and must not run an event twice. */
+    while (p->held_next < p->nheld) {
+        struct epoll_event e = p->held[p->held_next++];
+        gl_fdreg *r = live_watcher(p, e.data.u64);
+        if (r != NULL && run_watcher(loop, r, e.events) < 0) {
+            rc = -1;
+            break;
+        }
+        if (loop->closed || p->regs == NULL) {
+            break;
+        }
+    }
+    if (rc == 0) {
+        p->nheld = p->held_next = 0;
+    }
+    return rc;
+}
+
 /* Reads what is ready (timeout 0), runs C watchers and queues the readers
- * and writers.  Registrations are looked up when each event is delivered
+ * and writers.  asyncio runs the callbacks queued before a poll ahead of
+ * what the poll delivers; C watchers call their protocols directly, so when
+ * callbacks are queued (or events are held back already) their events are
+ * held back until the ready queue's head reaches the callbacks queued after
+ * this poll (run_round calls gl_poll_run_held there).  Registrations are looked up when each event is delivered
  * and again after every watcher callback, never kept from before: a
  * callback run in between may have removed, replaced or re-added them (and
  * grown the table). */
@@ -419,6 +489,12 @@ gl_poll_dispatch(gl_loop *loop)
     }
     gl_poll *p = &loop->poll;
     int signalled = 0;
+    int pending = p->nheld > p->held_next;
+    int hold = pending || loop->ready.head != loop->ready.tail;
+    if (hold && !pending) {
+        p->nheld = p->held_next = 0;
+        p->held_mark = loop->ready.tail;
+    }
     p->watchers_ran = 0;
     for (int i = 0; i < n; i++) {
         int fd = (int)(uint32_t)events[i].data.u64;
@@ -439,7 +515,13 @@ gl_poll_dispatch(gl_loop *loop)
             p->regs[fd].events == 0) {
             continue;  /* unregistered since epoll_wait: stale */
         }
-        if (p->regs[fd].owner != NULL) {
+        if (p->regs[fd].owner != NULL && hold && !p->regs[fd].unheld) {
+            p->watchers_ran = 1;
+            if (hold_event(p, &events[i]) < 0) {
+                return -1;
+            }
+        }
+        else if (p->regs[fd].owner != NULL) {
             p->watchers_ran = 1;
             if (run_watcher(loop, &p->regs[fd], ev) < 0) {
                 return -1;

@@ -456,7 +456,7 @@ loop_watch_child(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs)
     c->pidfd = st->proc.no_pidfd ? (errno = ENOSYS, -1) : pidfd_open_child(c->pid);
     if (c->pidfd >= 0) {
         if (gl_poll_watch(&loop->poll, c->pidfd, (PyObject *)c, child_on_event,
-                          EPOLLIN, GL_WATCH_OWNED) < 0) {
+                          EPOLLIN, GL_WATCH_OWNED | GL_WATCH_UNHELD) < 0) {
             Py_DECREF(c);
             return NULL;
         }
