@@ -19,7 +19,10 @@ has_immediate_work(gl_loop *loop)
 {
     uint64_t head = __atomic_load_n(&loop->ready.head, __ATOMIC_RELAXED);
     uint64_t tail = __atomic_load_n(&loop->ready.tail, __ATOMIC_ACQUIRE);
+    /* held watcher events (gl_poll_dispatch): their edges are consumed,
+     * epoll will not say again that they are due */
     return head != tail ||
+           loop->poll.nheld > loop->poll.held_next ||
            __atomic_load_n(&loop->stopping, __ATOMIC_RELAXED);
 }
 
