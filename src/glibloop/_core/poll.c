@@ -475,10 +475,11 @@ gl_poll_run_held(gl_loop *loop)
  * what the poll delivers; C watchers call their protocols directly, so when
  * callbacks are queued (or events are held back already) their events are
  * held back until the ready queue's head reaches the callbacks queued after
- * this poll (run_round calls gl_poll_run_held there).  Registrations are looked up when each event is delivered
- * and again after every watcher callback, never kept from before: a
- * callback run in between may have removed, replaced or re-added them (and
- * grown the table). */
+ * this poll (run_round calls gl_poll_run_held there).  Child pidfds
+ * (GL_WATCH_UNHELD) always run at once.  Registrations are looked up when
+ * each event is delivered and again after every watcher callback, never
+ * kept from before: a callback run in between may have removed, replaced
+ * or re-added them (and grown the table). */
 int
 gl_poll_dispatch(gl_loop *loop)
 {
