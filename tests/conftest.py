@@ -32,3 +32,24 @@ def loop():
 
 def open_fds():
     return set(os.listdir("/proc/self/fd"))
+
+
+def assert_fails_as_asyncio(cases, clean=str):
+    """Each case(loop) -> awaitable must fail on a fresh glibloop loop with
+    the exception type and message (passed through clean) that stock
+    asyncio's selector loop gives."""
+
+    def outcome(factory, case):
+        lp = factory()
+        try:
+            lp.run_until_complete(case(lp))
+        except Exception as exc:  # noqa: BLE001 - compared
+            return type(exc), clean(str(exc))
+        finally:
+            lp.close()
+        return "ok"
+
+    for case in cases:
+        ours = outcome(glibloop.new_event_loop, case)
+        assert ours == outcome(asyncio.SelectorEventLoop, case)
+        assert ours != "ok"

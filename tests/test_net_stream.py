@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import glibloop
-from conftest import open_fds
+from conftest import assert_fails_as_asyncio, open_fds
 
 
 class Recorder(asyncio.Protocol):
@@ -445,16 +445,6 @@ def test_create_connection_errors_as_asyncio():
     port = probe.getsockname()[1]
     probe.close()
 
-    def outcome(factory, coro_fn):
-        lp = factory()
-        try:
-            lp.run_until_complete(coro_fn(lp))
-        except Exception as exc:  # noqa: BLE001 - compared
-            return type(exc), str(exc)
-        finally:
-            lp.close()
-        return "ok"
-
     cases = [
         lambda lp: lp.create_connection(asyncio.Protocol, "127.0.0.1", port),
         lambda lp: lp.create_connection(asyncio.Protocol),
@@ -462,11 +452,7 @@ def test_create_connection_errors_as_asyncio():
         lambda lp: lp.create_connection(asyncio.Protocol, "127.0.0.1", port, server_hostname="x"),
         lambda lp: lp.create_unix_connection(asyncio.Protocol, "/nonexistent/socket"),
     ]
-    for case in cases:
-        ours = outcome(glibloop.new_event_loop, case)
-        theirs = outcome(asyncio.SelectorEventLoop, case)
-        assert ours == theirs
-        assert ours != "ok"
+    assert_fails_as_asyncio(cases)
 
 
 def test_happy_eyeballs_localhost(loop):

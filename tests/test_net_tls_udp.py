@@ -12,7 +12,7 @@ import tempfile
 import pytest
 
 import glibloop
-from conftest import open_fds
+from conftest import assert_fails_as_asyncio, open_fds
 from test.test_asyncio import utils as test_utils
 
 
@@ -308,25 +308,12 @@ def test_udp_no_fd_leak(loop):
 
 
 def test_udp_errors_as_asyncio():
-    def outcome(factory, make):
-        lp = factory()
-        try:
-            lp.run_until_complete(make(lp))
-        except Exception as exc:  # noqa: BLE001 - compared
-            return type(exc), re.sub(r"fd=\d+", "fd=N", str(exc))
-        finally:
-            lp.close()
-        return "ok"
-
     cases = [
         lambda lp: lp.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("256.0.0.1", 0)),
         lambda lp: lp.create_datagram_endpoint(asyncio.DatagramProtocol, family=socket.AF_INET, sock=socket.socket()),
         lambda lp: lp.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=1),
     ]
-    for case in cases:
-        ours = outcome(glibloop.new_event_loop, case)
-        assert ours == outcome(asyncio.SelectorEventLoop, case)
-        assert ours != "ok"
+    assert_fails_as_asyncio(cases, clean=lambda message: re.sub(r"fd=\d+", "fd=N", message))
 
 
 # -- sendfile -------------------------------------------------------------------
