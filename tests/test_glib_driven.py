@@ -3,6 +3,7 @@ Gio.Application, nested main loops, priorities, Ctrl-C."""
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -381,3 +382,105 @@ def test_pygobject_protocol_with_policy(loop):
     finally:
         asyncio.set_event_loop(None)
         asyncio.set_event_loop_policy(old)
+
+
+def _running_loop_or_none():
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _has_pygobject_protocol():
+    # PyGObject 3.50+ asks for the asyncio loop of a context before
+    # GLib.MainLoop.run() and Gio.Application.run(); glibloop answers it
+    # (glibloop/_pygobject.py). 3.42 never asks.
+    import gi
+
+    return gi.version_info >= (3, 50)
+
+
+def test_glib_mainloop_without_policy_marks_loop_running(loop):
+    # No policy, no set_event_loop: a loop on the default context is the
+    # running loop of a plain GLib.MainLoop().run() for its whole length,
+    # in GLib's own handlers too (PyGObject 3.58 no longer asks policies).
+    ml = GLib.MainLoop()
+    seen = []
+
+    def on_idle():
+        seen.append(_running_loop_or_none())
+        GLib.timeout_add(1, ml.quit)
+        return GLib.SOURCE_REMOVE
+
+    GLib.idle_add(on_idle)
+    GLib.timeout_add(5000, ml.quit)  # safety net
+    ml.run()
+    if _has_pygobject_protocol():
+        assert seen == [loop]
+    else:
+        assert seen in ([loop], [None])
+    assert _running_loop_or_none() is None and not loop.is_running()
+
+
+def test_application_run_without_policy_marks_loop_running(loop):
+    app = Gio.Application(application_id=None, flags=Gio.ApplicationFlags.NON_UNIQUE)
+    seen = []
+
+    def on_activate(app):
+        running = _running_loop_or_none()
+        seen.append(running)
+        if running is not None:
+            app.hold()
+            running.call_later(0.01, app.release)
+
+    app.connect("activate", on_activate)
+    GLib.timeout_add(5000, app.quit)  # safety net
+    assert app.run([]) == 0
+    assert seen == ([loop] if _has_pygobject_protocol() else [None])
+    assert _running_loop_or_none() is None
+
+
+def test_newest_open_loop_of_the_context_is_chosen(loop):
+    newer = glibloop.new_event_loop()
+    newest_closed = glibloop.new_event_loop()
+    newest_closed.close()
+    other_context = glibloop.new_event_loop(GLib.MainContext())
+    try:
+        ml = GLib.MainLoop()
+        seen = []
+        GLib.idle_add(lambda: seen.append(_running_loop_or_none()) or ml.quit())
+        GLib.timeout_add(5000, ml.quit)  # safety net
+        ml.run()
+        if _has_pygobject_protocol():
+            assert seen == [newer]
+        else:
+            assert seen in ([None], [loop], [newer])
+    finally:
+        other_context.close()
+        newer.close()
+
+
+def test_pygobject_imported_after_the_loop_was_made(tmp_path):
+    # glibloop answers PyGObject's question from the moment PyGObject's
+    # overrides are imported, also when that happens after the loop exists.
+    script = tmp_path / "late_gi.py"
+    script.write_text(
+        "import asyncio, glibloop\n"
+        "loop = glibloop.new_event_loop()\n"
+        "import gi\n"
+        "from gi.repository import Gio, GLib\n"
+        "app = Gio.Application(application_id=None, flags=Gio.ApplicationFlags.NON_UNIQUE)\n"
+        "seen = []\n"
+        "def on_activate(app):\n"
+        "    try:\n"
+        "        seen.append(asyncio.get_running_loop() is loop)\n"
+        "    except RuntimeError:\n"
+        "        seen.append(False)\n"
+        "app.connect('activate', on_activate)\n"
+        "assert app.run([]) == 0\n"
+        "assert seen == [gi.version_info >= (3, 50)], seen\n"
+        "loop.close()\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == "ok\n", done.stderr

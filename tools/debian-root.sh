@@ -29,7 +29,7 @@ CHECKOUT=$(cd "$(dirname "$0")/.." && pwd)
 PYTHONS=${GLIBLOOP_ROOT_PYTHONS:-"3.14 3.15"}
 
 packages() {
-    echo gcc pkg-config libglib2.0-dev ca-certificates
+    echo gcc pkg-config libglib2.0-dev ca-certificates git
     echo python3-gi gir1.2-glib-2.0 gir1.2-gtk-4.0 gir1.2-gtk-3.0
     echo xvfb xauth imagemagick
     for v in $PYTHONS; do

@@ -6,12 +6,13 @@ SUITE=${1:?usage: root-test.sh SUITE X.Y [pytest args]}
 V=${2:?usage: root-test.sh SUITE X.Y [pytest args]}
 shift 2
 VENV=/opt/venv-$V
+export PATH="$VENV/bin:$PATH"
 BUILD=/src/build/$SUITE-$V
 if [ ! -f "$BUILD/build.ninja" ]; then
-    "$VENV/bin/meson" setup "$BUILD" /src --buildtype=release -Dwerror=true \
-        -Dpython.install_env=auto >/dev/null
+    meson setup "$BUILD" /src --buildtype=release -Dwerror=true \
+        -Dpython.install_env=auto >"$BUILD.log" 2>&1 || { cat "$BUILD.log"; exit 1; }
 fi
-"$VENV/bin/ninja" -C "$BUILD" >/dev/null
+ninja -C "$BUILD" >"$BUILD.log" 2>&1 || { cat "$BUILD.log"; exit 1; }
 STAGE=$BUILD/stage
 rm -rf "$STAGE"
 mkdir -p "$STAGE/glibloop"
@@ -24,4 +25,4 @@ from gi.repository import GLib
 print(f"Python {sys.version.split()[0]}, PyGObject {gi.__version__}, "
       f"GLib {GLib.MAJOR_VERSION}.{GLib.MINOR_VERSION}.{GLib.MICRO_VERSION}")')"
 cd /src/tests
-exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@" .
+exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"

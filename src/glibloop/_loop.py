@@ -23,9 +23,9 @@ from asyncio import events as _events
 from asyncio import futures as _futures
 from asyncio import tasks as _tasks
 
-from . import _core
+from . import _core, _pygobject
 from ._net import NetworkMixin
-from ._proc import ProcessMixin
+from ._proc import ProcessMixin, iscoroutinefunction
 
 __all__ = ["Loop"]
 
@@ -83,6 +83,7 @@ class Loop(_core.Loop, NetworkMixin, ProcessMixin, asyncio.AbstractEventLoop):
         self._coroutine_origin_tracking_enabled = False
         self._coroutine_origin_tracking_saved_depth = None
         self.set_debug(_env_debug())
+        _pygobject.register(self)
 
     # Ahead of _core.Loop's in the method order: it calls that one.
     _stop_serving = NetworkMixin._stop_serving_unlinking
@@ -156,12 +157,13 @@ class Loop(_core.Loop, NetworkMixin, ProcessMixin, asyncio.AbstractEventLoop):
             finally:
                 self._end_external_run()
 
-    # PyGObject >= 3.50 asks the running asyncio loop whose ``_context`` is
-    # the context being iterated to wrap GLib.MainLoop.run(),
-    # Gio.Application.run() (``running``) and MainContext.iteration()
-    # (``paused``).  Our source dispatches asyncio in all of them, nested or
-    # not, so there is nothing to pause; an application run while the loop
-    # is not running makes it the running loop for that time.
+    # PyGObject >= 3.50 asks for the asyncio loop whose ``_context`` is the
+    # context being iterated (answered by _pygobject.py) to wrap
+    # GLib.MainLoop.run(), Gio.Application.run() (``running``) and
+    # MainContext.iteration() (``paused``).  Our source dispatches asyncio in
+    # all of them, nested or not, so there is nothing to pause; an
+    # application run while the loop is not running makes it the running
+    # loop for that time.
 
     @property
     def _context(self):
@@ -298,7 +300,7 @@ class Loop(_core.Loop, NetworkMixin, ProcessMixin, asyncio.AbstractEventLoop):
 
     @staticmethod
     def _check_executor_callback(func):
-        if asyncio.iscoroutine(func) or asyncio.iscoroutinefunction(func):
+        if asyncio.iscoroutine(func) or iscoroutinefunction(func):
             raise TypeError("coroutines cannot be used with run_in_executor()")
         if not callable(func):
             raise TypeError(

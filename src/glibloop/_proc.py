@@ -23,6 +23,11 @@ from asyncio import log as _log
 
 from . import _core
 
+# asyncio's own test for coroutine functions (it also knows the marker that
+# unittest.mock's AsyncMock sets), without the DeprecationWarning that
+# asyncio.iscoroutinefunction gives from 3.14 on.
+iscoroutinefunction = getattr(_coroutines, "_iscoroutinefunction", None) or _coroutines.iscoroutinefunction
+
 
 def _borrow(name):
     """asyncio's own BaseEventLoop.<name> (a plain function)."""
@@ -174,7 +179,7 @@ class ProcessMixin:
         """Run callback(*args) in the loop whenever signal sig arrives.
 
         Any signal Python can catch; main thread only, as in asyncio."""
-        if _coroutines.iscoroutine(callback) or _coroutines.iscoroutinefunction(callback):
+        if _coroutines.iscoroutine(callback) or iscoroutinefunction(callback):
             raise TypeError("coroutines cannot be used with add_signal_handler()")
         self._check_signal(sig)
         self._check_closed()

@@ -1046,7 +1046,6 @@ loop_create_future(gl_loop *loop, PyObject *Py_UNUSED(ignored))
 static PyObject *
 create_task_with_factory(gl_loop *loop, PyObject *coro, PyObject *kwargs)
 {
-    gl_state *st = loop->st;
     PyObject *args = PyTuple_Pack(2, (PyObject *)loop, coro);
     if (args == NULL) {
         return NULL;
@@ -1058,6 +1057,7 @@ create_task_with_factory(gl_loop *loop, PyObject *coro, PyObject *kwargs)
 #else
     /* Before 3.14 a factory gets the context only when one was given, and
      * the name is set on the task it returns. */
+    gl_state *st = loop->st;
     PyObject *name = NULL, *context = NULL, *factory_kw = NULL;
     if (kwargs != NULL) {
         name = PyDict_GetItemWithError(kwargs, st->str_name);

@@ -735,7 +735,11 @@ gl_transport_join(PyObject *list)
     if (empty == NULL) {
         return NULL;
     }
+#if PY_VERSION_HEX >= 0x030E0000
+    PyObject *joined = PyBytes_Join(empty, list);   /* public since 3.14 */
+#else
     PyObject *joined = _PyBytes_Join(empty, list);
+#endif
     Py_DECREF(empty);
     return joined;
 }
