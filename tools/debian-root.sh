@@ -109,6 +109,9 @@ case "${1:-}" in
     setup)
         setup
         ;;
+    stamp)
+        stamp
+        ;;
     test)
         V=${2:?usage: debian-root.sh test X.Y [pytest args]}
         shift 2

@@ -23,7 +23,7 @@ cd "$ROOT"
 test -x "$VENV/bin/python" || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -r requirements/test.txt
-"$VENV/bin/python" -m pip install -q --no-build-isolation --no-deps \
+PATH="$VENV/bin:$PATH" "$VENV/bin/python" -m pip install -q --no-build-isolation --no-deps \
     -Cbuild-dir="build/release-$V" -Csetup-args=-Dwerror=true .
 echo "== the suite on $("$VENV/bin/python" -VV | head -1)"
 cd tests

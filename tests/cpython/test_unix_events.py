@@ -27,6 +27,11 @@ NOT_ADOPTED = {
         "constructs asyncio's own unix_events._UnixWritePipeTransport with os.write "
         "mocked; glibloop's write pipe transport is C (pipe.c)"
     ),
+    # 3.14+
+    "PidfdChildWatcherTests": (
+        "mocks os.waitpid and waits until asyncio's Python pidfd watcher calls it; "
+        "glibloop reaps its children in C (process.c) and never calls os.waitpid"
+    ),
 }
 
 adopt(load_cpython_tests("test_unix_events"), globals(), not_adopted=NOT_ADOPTED)
