@@ -31,7 +31,8 @@ SECTIONS: dict[str, frozenset[str] | None] = {
 
 # "[later]", or "[later 3.13+]" for entries that apply from that Python on.
 _SECTION_LINE = re.compile(
-    r"\[(?P<name>[\w-]+)(?:\s+(?P<major>\d+)\.(?P<minor>\d+)\+)?\]\s*(?:#.*)?"
+    r"\[(?P<name>[\w-]+)(?:\s+(?P<major>\d+)\.(?P<minor>\d+)"
+    r"(?:\+|-(?P<last_major>\d+)\.(?P<last_minor>\d+)))?\]\s*(?:#.*)?"
 )
 
 
@@ -46,9 +47,13 @@ class Entry:
     section: str
     lineno: int
     min_python: tuple[int, int] = (0, 0)
+    last_python: tuple[int, int] = (99, 99)
+
+    def for_this_python(self) -> bool:
+        return self.min_python <= sys.version_info[:2] <= self.last_python
 
     def applies_to(self, loop_name: str) -> bool:
-        if sys.version_info[:2] < self.min_python:
+        if not self.for_this_python():
             return False
         loops = SECTIONS[self.section]
         return loops is None or loop_name in loops
@@ -63,7 +68,7 @@ class Entry:
 def parse(text: str, filename: str = "known_failures.txt") -> list[Entry]:
     entries: list[Entry] = []
     section = None
-    min_python = (0, 0)
+    min_python, last_python = (0, 0), (99, 99)
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -73,6 +78,11 @@ def parse(text: str, filename: str = "known_failures.txt") -> list[Entry]:
         if header:
             section = header["name"]
             min_python = (int(header["major"]), int(header["minor"])) if header["major"] else (0, 0)
+            last_python = (
+                (int(header["last_major"]), int(header["last_minor"]))
+                if header["last_major"]
+                else (99, 99)
+            )
             if section not in SECTIONS:
                 raise KnownFailuresError(
                     f"{where}: unknown section [{section}]; one of {', '.join(SECTIONS)}"
@@ -88,7 +98,7 @@ def parse(text: str, filename: str = "known_failures.txt") -> list[Entry]:
             )
         if not reason:
             raise KnownFailuresError(f"{where}: {pattern} has no reason")
-        entries.append(Entry(pattern, reason, section, lineno, min_python))
+        entries.append(Entry(pattern, reason, section, lineno, min_python, last_python))
     return entries
 
 

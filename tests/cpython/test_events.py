@@ -25,11 +25,10 @@ class EventLoopTests(cpython_tests.EventLoopTestsMixin, test_utils.TestCase):
         return new_loop()
 
 
-# 3.14 removed child watchers, and UnixEventLoopTestsMixin (which attached one)
-# with them.
-_UNIX_SETUP = tuple(
-    mixin for mixin in [getattr(cpython_tests, "UnixEventLoopTestsMixin", None)] if mixin is not None
-)
+# The setUp that makes self.loop: UnixEventLoopTestsMixin's (which also attaches a
+# child watcher) before 3.14, EventLoopTestsMixin's from 3.14 on, where child watchers
+# and that mixin are gone (its tests are hidden below: EventLoopTests runs them).
+_UNIX_SETUP = (getattr(cpython_tests, "UnixEventLoopTestsMixin", None) or cpython_tests.EventLoopTestsMixin,)
 
 
 class SubprocessTests(
