@@ -9,10 +9,13 @@
 #   tools/debian-root.sh shell            a shell in the root, the checkout at /src
 #
 # The root lives outside the checkout, in $GLIBLOOP_ROOT_CACHE (default
-# /var/cache/glibloop), so a warm run only builds and tests.  It is remade when
-# the package lists or the requirements below change (a stamp file records their
-# hash), and made in a temporary folder that is renamed when complete, so an
-# interrupted setup never leaves a half-made root behind.
+# /var/cache/glibloop), so a warm run only builds and tests.  Its folder is named
+# for a hash of what goes into it (the package lists, the requirements, the
+# setup code below): a change makes a new root beside the old, so checkouts of
+# different commits never remake a root another one is testing in.  Roots
+# unused for two days are removed when a new one is made.  A root is made in a
+# temporary folder renamed when complete, so an interrupted setup leaves no
+# half-made root behind.
 #
 # The checkout is bind-mounted at /src; every build and the venvs' contents stay
 # in the root, except the build folders, which are build/<suite>-X.Y of the
@@ -23,7 +26,6 @@ set -eu
 SUITE=${GLIBLOOP_ROOT_SUITE:-sid}
 MIRROR=${GLIBLOOP_ROOT_MIRROR:-http://deb.debian.org/debian}
 CACHE=${GLIBLOOP_ROOT_CACHE:-/var/cache/glibloop}
-ROOT=$CACHE/$SUITE
 CHECKOUT=$(cd "$(dirname "$0")/.." && pwd)
 # The Pythons tested in the root; each gets a venv at /opt/venv-X.Y.
 PYTHONS=${GLIBLOOP_ROOT_PYTHONS:-"3.14 3.15"}
@@ -62,18 +64,23 @@ in_root() {
 }
 
 setup() {
-    want=$(stamp)
-    if [ -f "$ROOT/.glibloop-stamp" ] && [ "$(cat "$ROOT/.glibloop-stamp")" = "$want" ]; then
+    if [ -f "$ROOT/.glibloop-stamp" ]; then
+        touch "$ROOT/.glibloop-stamp"
         echo "== Debian $SUITE root: cached in $ROOT"
         return
     fi
     echo "== Debian $SUITE root: making it in $ROOT (debootstrap from $MIRROR)"
+    for old in "$CACHE/$SUITE"-*/.glibloop-stamp; do
+        if [ -f "$old" ] && [ -n "$(find "$old" -mtime +2)" ]; then
+            rm -rf "$(dirname "$old")"
+        fi
+    done
     command -v debootstrap >/dev/null || {
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap
     }
     mkdir -p "$CACHE"
-    tmp=$ROOT.new
+    tmp=$ROOT.new.$$
     rm -rf "$tmp"
     # --- root setup ---
     # The archive's snapshot may carry an expired Release file: apt is told not to
@@ -101,9 +108,14 @@ setup() {
     in_root "$tmp" "$CHECKOUT" apt-get clean
     # --- end ---
     stamp >"$tmp/.glibloop-stamp"
-    rm -rf "$ROOT"
-    mv "$tmp" "$ROOT"
+    if [ -d "$ROOT" ]; then
+        rm -rf "$tmp"  # another run made the same root meanwhile
+    else
+        mv "$tmp" "$ROOT"
+    fi
 }
+
+ROOT=$CACHE/$SUITE-$(stamp | cut -c1-16)
 
 case "${1:-}" in
     setup)
