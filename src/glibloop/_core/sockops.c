@@ -614,11 +614,25 @@ start_op(gl_loop *loop, sockop *op)
     return fut;
 }
 
+/* An int argument converted as the socket methods convert theirs (their
+ * "n" format), with their errors. */
+static int
+ssize_arg(PyObject *obj, Py_ssize_t *out)
+{
+    PyObject *index = PyNumber_Index(obj);
+    if (index == NULL) {
+        return -1;
+    }
+    *out = PyLong_AsSsize_t(index);
+    Py_DECREF(index);
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
 static int
 size_arg(PyObject *obj, Py_ssize_t *out, const char *what)
 {
-    Py_ssize_t v = PyNumber_AsSsize_t(obj, PyExc_OverflowError);
-    if (v == -1 && PyErr_Occurred()) {
+    Py_ssize_t v;
+    if (ssize_arg(obj, &v) < 0) {
         return -1;
     }
     if (v < 0) {
@@ -694,8 +708,7 @@ loop_sock_recvfrom_into(gl_loop *loop, PyObject *const *args,
         return NULL;
     }
     sockop op = {.kind = OP_RECVFROM_INTO};
-    op.n = PyNumber_AsSsize_t(args[2], PyExc_OverflowError);
-    if (op.n == -1 && PyErr_Occurred()) {
+    if (ssize_arg(args[2], &op.n) < 0) {
         return NULL;
     }
     op.sock = Py_NewRef(args[0]);
@@ -734,7 +747,8 @@ loop_sock_sendto(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 loop_sock_accept(gl_loop *loop, PyObject *sock)
 {
-    if (check_socket(loop, sock, NULL) < 0) {
+    /* asyncio asks for the fd before it accepts */
+    if (check_socket(loop, sock, "fileno") < 0) {
         return NULL;
     }
     sockop op = {.kind = OP_ACCEPT};
