@@ -316,7 +316,25 @@ def test_errors_match_asyncio():
             a.close()
             b.close()
 
-    for make in (ssl_socket, negative, closed_socket, blocking_in_debug):
+    # sock_connect checks the socket before it resolves the name.
+    async def connect_ssl_socket(loop):
+        ctx = ssl.create_default_context()
+        sock = ctx.wrap_socket(socket.socket(), server_hostname="x", do_handshake_on_connect=False)
+        try:
+            await loop.sock_connect(sock, ("no-such-host.invalid", 80))
+        finally:
+            sock.close()
+
+    async def connect_blocking_in_debug(loop):
+        loop.set_debug(True)
+        sock = socket.socket()
+        try:
+            await loop.sock_connect(sock, ("no-such-host.invalid", 80))
+        finally:
+            sock.close()
+
+    for make in (ssl_socket, negative, closed_socket, blocking_in_debug, connect_ssl_socket,
+                 connect_blocking_in_debug):
         ours, theirs = run_both(make)
         assert ours == theirs, make.__name__
         assert ours[0] is not "ok"  # noqa: F632 - the outcome is an exception class

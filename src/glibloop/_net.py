@@ -92,6 +92,8 @@ class NetworkMixin:
 
     async def sock_connect(self, sock, address):
         """Connect sock to address, resolving a host name first."""
+        # asyncio refuses an unusable socket before it resolves anything.
+        self._sock_check(sock)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             resolved = await self._ensure_resolved(
                 address, family=sock.family, type=sock.type, proto=sock.proto, loop=self
@@ -257,7 +259,8 @@ class NetworkMixin:
     async def getnameinfo(self, sockaddr, flags=0):
         """socket.getnameinfo() for the loop: at once when no name has to be
         looked up (NI_NUMERICHOST), else in the default executor."""
-        if flags & socket.NI_NUMERICHOST:
+        # Anything but an int is socket.getnameinfo's to refuse, in its words.
+        if isinstance(flags, int) and flags & socket.NI_NUMERICHOST:
             return socket.getnameinfo(sockaddr, flags)
         return await self.run_in_executor(None, socket.getnameinfo, sockaddr, flags)
 

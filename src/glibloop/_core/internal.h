@@ -236,6 +236,9 @@ typedef struct {
     uint32_t watch_events;       /* EPOLLIN/EPOLLOUT, EPOLLET if it wants */
     int watch_kind;              /* GL_WATCH_SHARED or GL_WATCH_OWNED */
     int unheld;                  /* GL_WATCH_UNHELD was given */
+    int idle;                    /* the watcher waits for nothing: any new
+                                  * registration of fd replaces it */
+    PyObject *fileobj;           /* what add_reader/add_writer was given */
     uint32_t events;             /* what is registered in epoll */
     uint32_t gen;                /* registration generation, in event data */
 } gl_fdreg;
@@ -267,8 +270,13 @@ void gl_poll_close(gl_poll *p);
 int gl_poll_traverse(gl_poll *p, visitproc visit, void *arg);
 void gl_poll_clear_handlers(gl_poll *p);
 /* Installs handle as the reader (is_writer == 0) or writer of fd,
- * replacing and cancelling a previous one. Takes a new reference. */
-int gl_poll_set(gl_poll *p, int fd, int is_writer, gl_handle *h);
+ * replacing and cancelling a previous one. Takes a new reference to h
+ * and to fileobj, the object the caller named fd with (kept while fd has
+ * a reader or writer, so that a closed object can still be found). */
+int gl_poll_set(gl_poll *p, int fd, int is_writer, gl_handle *h,
+                PyObject *fileobj);
+/* The fd that fileobj was registered with by gl_poll_set, or -1. */
+int gl_poll_find_fileobj(gl_poll *p, PyObject *fileobj);
 /* Removes the reader or writer of fd. Returns 1 if one was there, 0 if
  * not, -1 on error. */
 int gl_poll_remove(gl_poll *p, int fd, int is_writer);
@@ -285,6 +293,13 @@ int gl_poll_watch_events(gl_poll *p, int fd, PyObject *owner,
  * behind our back is simply forgotten).  May release the last reference
  * to owner. */
 void gl_poll_unwatch(gl_poll *p, int fd, PyObject *owner);
+/* Marks owner, the watcher of fd, idle (waiting for nothing, a cache) or
+ * busy again: an idle watcher gives way to any new registration of fd. */
+void gl_poll_watch_idle(gl_poll *p, int fd, PyObject *owner, int idle);
+/* If the file fd was registered for has been closed (and the number maybe
+ * reused), forgets that registration: readers, writers and watcher.
+ * Returns 1 if it did, 0 if the registration still holds or none. */
+int gl_poll_forget_if_closed(gl_poll *p, int fd);
 /* The watcher of fd (borrowed) and its kind, or NULL. */
 PyObject *gl_poll_watcher(gl_poll *p, int fd, int *kind);
 /* asyncio's _ensure_fd_no_transport: RuntimeError if fd belongs to a

@@ -918,39 +918,48 @@ loop_time(gl_loop *Py_UNUSED(loop), PyObject *Py_UNUSED(ignored))
 /* ------------------------------------------------------------------ */
 /* readers and writers                                                */
 
+/* selectors' _fileobj_to_fd: the fd of an int or of obj.fileno(), or
+ * -1 with an exception set.  Two numbers that are no fd are told apart, as
+ * asyncio treats them apart: GL_FD_HUGE, an int too large for an fd (no
+ * exception set: asyncio finds no registration for it, and epoll refuses
+ * to register it), and GL_FD_NEGATIVE (ValueError set: a closed socket's
+ * fileno(), which asyncio looks up by the object). */
+#define GL_FD_HUGE (-2)
+#define GL_FD_NEGATIVE (-3)
+
 static int
 fileobj_to_fd(PyObject *obj)
 {
-    long fd;
+    PyObject *num;
     if (PyLong_Check(obj)) {
-        fd = PyLong_AsLong(obj);
-        if (fd == -1 && PyErr_Occurred()) {
-            return -1;
-        }
+        num = Py_NewRef(obj);
     }
     else {
-        PyObject *r = PyObject_CallMethod(obj, "fileno", NULL);
-        if (r == NULL || !PyLong_Check(r)) {
-            if (r == NULL && !PyErr_ExceptionMatches(PyExc_AttributeError) &&
+        num = PyObject_CallMethod(obj, "fileno", NULL);
+        if (num == NULL || !PyLong_Check(num)) {
+            if (num == NULL && !PyErr_ExceptionMatches(PyExc_AttributeError) &&
                 !PyErr_ExceptionMatches(PyExc_TypeError) &&
                 !PyErr_ExceptionMatches(PyExc_ValueError)) {
                 return -1;
             }
-            Py_XDECREF(r);
+            Py_XDECREF(num);
             PyErr_Clear();
             PyErr_Format(PyExc_ValueError, "Invalid file object: %R", obj);
             return -1;
         }
-        fd = PyLong_AsLong(r);
-        Py_DECREF(r);
-        if (fd == -1 && PyErr_Occurred()) {
-            return -1;
-        }
     }
-    if (fd < 0 || fd > INT32_MAX) {
-        PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %ld", fd);
-        return -1;
+    int overflow;
+    long fd = PyLong_AsLongAndOverflow(num, &overflow);
+    if (overflow > 0 || fd > INT32_MAX) {
+        Py_DECREF(num);
+        return GL_FD_HUGE;
     }
+    if (overflow < 0 || fd < 0) {
+        PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %S", num);
+        Py_DECREF(num);
+        return GL_FD_NEGATIVE;
+    }
+    Py_DECREF(num);
     return (int)fd;
 }
 
@@ -963,6 +972,11 @@ add_fd_handler(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs,
         return NULL;
     }
     int fd = fileobj_to_fd(args[0]);
+    if (fd == GL_FD_HUGE) {
+        /* as epoll.register() answers it */
+        PyErr_SetString(PyExc_OverflowError, "Python int too large to convert to C int");
+        return NULL;
+    }
     if (fd < 0 || gl_loop_check_not_closed(loop) < 0 ||
         gl_poll_check_not_owned(&loop->poll, fd, args[0]) < 0 ||
         check_callback(args[1], method) < 0) {
@@ -980,7 +994,7 @@ add_fd_handler(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs,
     }
     /* Readers and writers stay registered for long: let the GC see them. */
     PyObject_GC_Track(h);
-    int rc = gl_poll_set(&loop->poll, fd, is_writer, h);
+    int rc = gl_poll_set(&loop->poll, fd, is_writer, h, args[0]);
     Py_DECREF(h);
     if (rc < 0) {
         return NULL;
@@ -1004,10 +1018,24 @@ static PyObject *
 remove_fd_handler(gl_loop *loop, PyObject *fileobj, int is_writer)
 {
     int fd = fileobj_to_fd(fileobj);
-    if (fd < 0) {
+    if (fd == -1) {
         return NULL;
     }
-    if (loop->closed) {
+    if (fd == GL_FD_NEGATIVE) {
+        if (loop->closed) {
+            PyErr_Clear();
+            Py_RETURN_FALSE;
+        }
+        /* A closed socket (fileno() is -1) is found by the object it was
+         * registered with, as selectors find it. */
+        int found = PyLong_Check(fileobj) ? -1 : gl_poll_find_fileobj(&loop->poll, fileobj);
+        if (found < 0) {
+            return NULL;
+        }
+        PyErr_Clear();
+        return PyBool_FromLong(gl_poll_remove(&loop->poll, found, is_writer));
+    }
+    if (fd == GL_FD_HUGE || loop->closed) {
         Py_RETURN_FALSE;
     }
     if (gl_poll_check_not_owned(&loop->poll, fd, fileobj) < 0) {

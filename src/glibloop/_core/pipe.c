@@ -530,7 +530,9 @@ pipe_new(gl_loop *loop, int is_writer, PyObject *pipe, PyObject *protocol,
         return NULL;
     }
     if (fd < 0) {
-        PyErr_SetString(PyExc_ValueError, "Invalid file descriptor: -1");
+        /* a closed file: asyncio's os.fstat(pipe.fileno()) answers EBADF */
+        errno = EBADF;
+        PyErr_SetFromErrno(PyExc_OSError);
         return NULL;
     }
     PyTypeObject *tp = is_writer ? st->proc.WritePipeType : st->proc.ReadPipeType;

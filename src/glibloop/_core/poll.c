@@ -7,7 +7,14 @@
  *
  * Each registration carries a generation in its epoll data next to the
  * fd: an event read before the fd was unregistered (and maybe reused for
- * another socket) by a callback run in between is recognised as stale. */
+ * another socket) by a callback run in between is recognised as stale.
+ *
+ * A registration belongs to the open file it was made for, not to the fd
+ * number: when that file is closed behind our back the kernel drops it
+ * from the epoll set, and a new registration of the number (a reused fd)
+ * first asks the kernel whether ours still holds (forget_if_closed).  If
+ * not, the old readers, writers and watcher are forgotten, so none of them
+ * blocks the new file or is ever called for it. */
 #include "internal.h"
 
 #include <errno.h>
@@ -60,6 +67,7 @@ gl_poll_clear_handlers(gl_poll *p)
         Py_XDECREF(regs[fd].reader);
         Py_XDECREF(regs[fd].writer);
         Py_XDECREF(regs[fd].owner);
+        Py_XDECREF(regs[fd].fileobj);
     }
     PyMem_Free(regs);
 }
@@ -90,6 +98,7 @@ gl_poll_traverse(gl_poll *p, visitproc visit, void *arg)
         Py_VISIT(p->regs[fd].reader);
         Py_VISIT(p->regs[fd].writer);
         Py_VISIT(p->regs[fd].owner);
+        Py_VISIT(p->regs[fd].fileobj);
     }
     return 0;
 }
@@ -190,10 +199,73 @@ reg_in_use(gl_fdreg *r)
     return r->reader || r->writer || r->owner;
 }
 
+/* Whether the file that fd was registered for is gone.  The kernel drops
+ * a file from every epoll set when it is closed, so a MOD that finds no
+ * entry for the file now open at fd (ENOENT, or EBADF when the number is
+ * free) means ours outlived its file.  Only asked when a registration of
+ * fd meets an older one: the MOD repeats what is registered (an edge-
+ * triggered watcher may get one spurious event, which they all allow). */
+static int
+registered_file_gone(gl_poll *p, int fd)
+{
+    gl_fdreg *r = &p->regs[fd];
+    if (r->events == 0) {
+        return 0;  /* nothing in the kernel to ask about */
+    }
+    struct epoll_event ev = {.events = r->events, .data.u64 = event_data(fd, r->gen)};
+    if (epoll_ctl(p->epfd, EPOLL_CTL_MOD, fd, &ev) == 0) {
+        return 0;
+    }
+    return errno == ENOENT || errno == EBADF;
+}
+
 int
-gl_poll_set(gl_poll *p, int fd, int is_writer, gl_handle *h)
+gl_poll_forget_if_closed(gl_poll *p, int fd)
+{
+    if (fd < 0 || fd >= p->nregs || !registered_file_gone(p, fd)) {
+        return 0;
+    }
+    /* Detach everything before dropping a reference: a finalizer may
+     * register fd again (or grow the table) from inside the DECREFs.  The
+     * new registration gets a new generation, so events of the old file
+     * still held back (or from a dup of it that is still open) are stale. */
+    gl_fdreg old = p->regs[fd];
+    memset(&p->regs[fd], 0, sizeof(old));
+    if (reg_in_use(&old)) {
+        p->active--;
+    }
+    if (old.reader != NULL) {
+        gl_handle_cancel_internal(old.reader);
+        Py_DECREF(old.reader);
+    }
+    if (old.writer != NULL) {
+        gl_handle_cancel_internal(old.writer);
+        Py_DECREF(old.writer);
+    }
+    Py_XDECREF(old.owner);
+    Py_XDECREF(old.fileobj);
+    return 1;
+}
+
+/* ensure_slot() and forget_if_closed() for a new registration of fd. */
+static int
+prepare_slot(gl_poll *p, int fd)
 {
     if (ensure_slot(p, fd) < 0) {
+        return -1;
+    }
+    /* Forgetting may run finalizers that reset the table (a loop cleared
+     * by the GC): size it again. */
+    if (gl_poll_forget_if_closed(p, fd) && ensure_slot(p, fd) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+int
+gl_poll_set(gl_poll *p, int fd, int is_writer, gl_handle *h, PyObject *fileobj)
+{
+    if (prepare_slot(p, fd) < 0) {
         return -1;
     }
     gl_fdreg *r = &p->regs[fd];
@@ -209,11 +281,26 @@ gl_poll_set(gl_poll *p, int fd, int is_writer, gl_handle *h)
     if (!was_active) {
         p->active++;
     }
+    if (r->fileobj == NULL) {
+        /* as a selector key: the object of the first registration stays */
+        r->fileobj = Py_NewRef(fileobj);
+    }
     if (old != NULL) {
         gl_handle_cancel_internal(old);
         Py_DECREF(old);
     }
     return 0;
+}
+
+int
+gl_poll_find_fileobj(gl_poll *p, PyObject *fileobj)
+{
+    for (int fd = 0; fd < p->nregs; fd++) {
+        if (p->regs[fd].fileobj == fileobj) {
+            return fd;
+        }
+    }
+    return -1;
 }
 
 int
@@ -238,8 +325,14 @@ gl_poll_remove(gl_poll *p, int fd, int is_writer)
     if (!reg_in_use(r)) {
         p->active--;
     }
+    PyObject *fileobj = NULL;
+    if (r->reader == NULL && r->writer == NULL) {
+        fileobj = r->fileobj;
+        r->fileobj = NULL;
+    }
     gl_handle_cancel_internal(old);
     Py_DECREF(old);
+    Py_XDECREF(fileobj);
     return 1;
 }
 
@@ -260,17 +353,21 @@ gl_poll_watch(gl_poll *p, int fd, PyObject *owner, gl_watch_fn fn,
         PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
         return -1;
     }
-    if (ensure_slot(p, fd) < 0) {
+    if (prepare_slot(p, fd) < 0) {
         return -1;
     }
     int unheld = (kind & GL_WATCH_UNHELD) != 0;
     kind &= ~GL_WATCH_UNHELD;
     gl_fdreg *r = &p->regs[fd];
     if (r->owner != NULL && r->watch_kind == GL_WATCH_SHARED &&
-        kind == GL_WATCH_OWNED) {
-        /* A sock_* waiter left on an fd number that was closed and reused
-         * for this transport's socket: the old socket is gone. */
+        (kind == GL_WATCH_OWNED || r->idle)) {
+        /* An idle sock_* waiter is only a cache, and a transport takes the
+         * fd from pending sock_* operations as asyncio's add_reader
+         * replaces a reader. */
         gl_poll_unwatch(p, fd, r->owner);
+        if (ensure_slot(p, fd) < 0) {
+            return -1;
+        }
         r = &p->regs[fd];
     }
     if (r->owner != NULL) {
@@ -285,6 +382,7 @@ gl_poll_watch(gl_poll *p, int fd, PyObject *owner, gl_watch_fn fn,
     r->watch_events = events;
     r->watch_kind = kind;
     r->unheld = unheld;
+    r->idle = 0;
     if (sync_epoll(p, fd, wanted_events(r)) < 0) {
         r->owner = NULL;
         return -1;
@@ -325,6 +423,7 @@ gl_poll_unwatch(gl_poll *p, int fd, PyObject *owner)
     r->watch_events = 0;
     r->watch_kind = 0;
     r->unheld = 0;
+    r->idle = 0;
     if (sync_epoll(p, fd, wanted_events(r)) < 0) {
         /* As gl_poll_remove: an fd that is gone is forgotten anyway. */
         PyErr_Clear();
@@ -334,6 +433,14 @@ gl_poll_unwatch(gl_poll *p, int fd, PyObject *owner)
         p->active--;
     }
     Py_DECREF(owner);
+}
+
+void
+gl_poll_watch_idle(gl_poll *p, int fd, PyObject *owner, int idle)
+{
+    if (fd >= 0 && fd < p->nregs && p->regs[fd].owner == owner) {
+        p->regs[fd].idle = idle;
+    }
 }
 
 PyObject *

@@ -340,9 +340,11 @@ is_read_side(int kind)
 /* Brings the epoll interest in line with the pending operations.  The
  * read side stays registered while idle: the common pattern (recv waits,
  * completes, the next recv waits again) then costs no epoll_ctl; an event
- * that arrives while nothing waits unregisters it. */
+ * that arrives while nothing waits unregisters it.  An idle waiter is
+ * marked so in the poll table: it is a cache, and any new registration of
+ * its fd (a server's listening socket that got the number) replaces it. */
 static void
-sync_watch(gl_sockwait *w, int drop_idle, int force)
+sync_watch(gl_sockwait *w, int drop_idle)
 {
     gl_loop *loop = w->loop;
     if (loop->closed) {
@@ -352,6 +354,7 @@ sync_watch(gl_sockwait *w, int drop_idle, int force)
         return;  /* evicted: the fd was reused by a transport */
     }
     uint32_t want = (w->rd.kind ? EPOLLIN : 0) | (w->wr.kind ? EPOLLOUT : 0);
+    gl_poll_watch_idle(&loop->poll, w->fd, (PyObject *)w, want == 0);
     if (want == 0 && !drop_idle) {
         want = EPOLLIN;
     }
@@ -359,12 +362,9 @@ sync_watch(gl_sockwait *w, int drop_idle, int force)
         gl_poll_unwatch(&loop->poll, w->fd, (PyObject *)w);
         return;
     }
-    if (want == w->armed && !force) {
+    if (want == w->armed) {
         return;
     }
-    /* Forced when an operation starts waiting: the socket we were idle on
-     * may have been closed and its fd number reused, which the kernel's
-     * epoll set forgot and ours cannot see. */
     if (gl_poll_watch_events(&loop->poll, w->fd, (PyObject *)w, want) < 0) {
         PyErr_WriteUnraisable((PyObject *)w);
         return;
@@ -433,7 +433,7 @@ sockwait_on_event(gl_loop *Py_UNUSED(loop), PyObject *owner, uint32_t ev)
         run_op(w, &w->wr) < 0) {
         return -1;
     }
-    sync_watch(w, idle, 0);
+    sync_watch(w, idle);
     return 0;
 }
 
@@ -449,7 +449,7 @@ sockwait_op_done(gl_sockwait *w, PyObject *fut)
     if (w->wr.fut == fut) {
         op_release(&w->wr);
     }
-    sync_watch(w, 0, 0);
+    sync_watch(w, 0);
     Py_DECREF(w);
     Py_RETURN_NONE;
 }
@@ -459,6 +459,12 @@ get_waiter(gl_loop *loop, int fd, PyObject *sock)
 {
     gl_state *st = loop->st;
     int kind;
+    /* A waiter (or anything else) left on fd by a socket that has been
+     * closed since, its number now reused by sock, is forgotten: the
+     * kernel tells (gl_poll_forget_if_closed).  That check is the one
+     * epoll_ctl a reused waiter costs; its interest is then known to be
+     * registered for this file. */
+    gl_poll_forget_if_closed(&loop->poll, fd);
     PyObject *owner = gl_poll_watcher(&loop->poll, fd, &kind);
     if (owner != NULL && Py_IS_TYPE(owner, st->net.SockWaitType)) {
         return (gl_sockwait *)Py_NewRef(owner);
@@ -517,7 +523,7 @@ wait_op(gl_loop *loop, sockop *op)
     PyObject *r = PyObject_CallMethodOneArg(op->fut, loop->st->net.s_add_done_callback,
                                             w->done_cb);
     if (r == NULL) {
-        sync_watch(w, 0, 0);
+        sync_watch(w, 0);
         Py_DECREF(w);
         return -1;
     }
@@ -528,7 +534,7 @@ wait_op(gl_loop *loop, sockop *op)
     op_release(slot);
     *slot = *op;
     memset(op, 0, sizeof(*op));
-    sync_watch(w, 0, 1);
+    sync_watch(w, 0);
     Py_DECREF(w);
     return 0;
 }
@@ -536,8 +542,12 @@ wait_op(gl_loop *loop, sockop *op)
 /* ------------------------------------------------------------------ */
 /* the Loop methods                                                   */
 
+/* What asyncio's sock_* check before their first attempt, in its order:
+ * no SSL socket, non-blocking in debug mode, and (for the operations that
+ * use the fd directly) that sock has the method asyncio would call, so a
+ * file object fails with asyncio's AttributeError, not on the syscall. */
 static int
-check_socket(gl_loop *loop, PyObject *sock)
+check_socket(gl_loop *loop, PyObject *sock, const char *method)
 {
     gl_net_state *n = &loop->st->net;
     if ((PyObject *)Py_TYPE(sock) != n->socket_type) {
@@ -559,6 +569,13 @@ check_socket(gl_loop *loop, PyObject *sock)
             return -1;
         }
     }
+    if (method != NULL && (PyObject *)Py_TYPE(sock) != n->socket_type) {
+        PyObject *m = PyObject_GetAttrString(sock, method);
+        if (m == NULL) {
+            return -1;
+        }
+        Py_DECREF(m);
+    }
     return 0;
 }
 
@@ -568,10 +585,6 @@ static PyObject *
 start_op(gl_loop *loop, sockop *op)
 {
     PyObject *result = NULL;
-    if (check_socket(loop, op->sock) < 0) {
-        op_release(op);
-        return NULL;
-    }
     int rc = attempt(loop, op, &result, 1);
     if (rc < 0) {
         op_release(op);
@@ -601,11 +614,25 @@ start_op(gl_loop *loop, sockop *op)
     return fut;
 }
 
+/* An int argument converted as the socket methods convert theirs (their
+ * "n" format), with their errors. */
+static int
+ssize_arg(PyObject *obj, Py_ssize_t *out)
+{
+    PyObject *index = PyNumber_Index(obj);
+    if (index == NULL) {
+        return -1;
+    }
+    *out = PyLong_AsSsize_t(index);
+    Py_DECREF(index);
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
 static int
 size_arg(PyObject *obj, Py_ssize_t *out, const char *what)
 {
-    Py_ssize_t v = PyNumber_AsSsize_t(obj, PyExc_OverflowError);
-    if (v == -1 && PyErr_Occurred()) {
+    Py_ssize_t v;
+    if (ssize_arg(obj, &v) < 0) {
         return -1;
     }
     if (v < 0) {
@@ -616,14 +643,23 @@ size_arg(PyObject *obj, Py_ssize_t *out, const char *what)
     return 0;
 }
 
+/* The argument count, then check_socket() (method: see there). */
+static int
+begin(gl_loop *loop, const char *name, Py_ssize_t nargs, Py_ssize_t expected,
+      PyObject *const *args, const char *method)
+{
+    if (gl_check_nargs(name, nargs, expected) < 0) {
+        return -1;
+    }
+    return check_socket(loop, args[0], method);
+}
+
 static PyObject *
 loop_sock_recv(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (gl_check_nargs("_sock_recv", nargs, 2) < 0) {
-        return NULL;
-    }
     sockop op = {.kind = OP_RECV};
-    if (size_arg(args[1], &op.n, "recv") < 0) {
+    if (begin(loop, "_sock_recv", nargs, 2, args, "recv") < 0 ||
+        size_arg(args[1], &op.n, "recv") < 0) {
         return NULL;
     }
     op.sock = Py_NewRef(args[0]);
@@ -633,9 +669,19 @@ loop_sock_recv(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 loop_sock_recv_into(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (gl_check_nargs("_sock_recv_into", nargs, 2) < 0) {
+    if (begin(loop, "_sock_recv_into", nargs, 2, args, "recv_into") < 0) {
         return NULL;
     }
+    /* socket.recv_into's own words for a buffer it cannot write to (each
+     * attempt exports the buffer again, see attempt_recv_into). */
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_WRITABLE) < 0) {
+        PyErr_Format(PyExc_TypeError,
+                     "recv_into() argument 1 must be read-write bytes-like object, not %.50s",
+                     args[1] == Py_None ? "None" : Py_TYPE(args[1])->tp_name);
+        return NULL;
+    }
+    PyBuffer_Release(&view);
     sockop op = {.kind = OP_RECV_INTO};
     op.sock = Py_NewRef(args[0]);
     op.arg = Py_NewRef(args[1]);
@@ -645,11 +691,9 @@ loop_sock_recv_into(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 loop_sock_recvfrom(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (gl_check_nargs("_sock_recvfrom", nargs, 2) < 0) {
-        return NULL;
-    }
     sockop op = {.kind = OP_RECVFROM};
-    if (size_arg(args[1], &op.n, "recvfrom") < 0) {
+    if (begin(loop, "_sock_recvfrom", nargs, 2, args, NULL) < 0 ||
+        size_arg(args[1], &op.n, "recvfrom") < 0) {
         return NULL;
     }
     op.sock = Py_NewRef(args[0]);
@@ -660,12 +704,11 @@ static PyObject *
 loop_sock_recvfrom_into(gl_loop *loop, PyObject *const *args,
                         Py_ssize_t nargs)
 {
-    if (gl_check_nargs("_sock_recvfrom_into", nargs, 3) < 0) {
+    if (begin(loop, "_sock_recvfrom_into", nargs, 3, args, NULL) < 0) {
         return NULL;
     }
     sockop op = {.kind = OP_RECVFROM_INTO};
-    op.n = PyNumber_AsSsize_t(args[2], PyExc_OverflowError);
-    if (op.n == -1 && PyErr_Occurred()) {
+    if (ssize_arg(args[2], &op.n) < 0) {
         return NULL;
     }
     op.sock = Py_NewRef(args[0]);
@@ -676,7 +719,7 @@ loop_sock_recvfrom_into(gl_loop *loop, PyObject *const *args,
 static PyObject *
 loop_sock_sendall(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (gl_check_nargs("_sock_sendall", nargs, 2) < 0) {
+    if (begin(loop, "_sock_sendall", nargs, 2, args, "send") < 0) {
         return NULL;
     }
     sockop op = {.kind = OP_SENDALL};
@@ -691,7 +734,7 @@ loop_sock_sendall(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 loop_sock_sendto(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (gl_check_nargs("_sock_sendto", nargs, 3) < 0) {
+    if (begin(loop, "_sock_sendto", nargs, 3, args, NULL) < 0) {
         return NULL;
     }
     sockop op = {.kind = OP_SENDTO};
@@ -704,6 +747,10 @@ loop_sock_sendto(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 loop_sock_accept(gl_loop *loop, PyObject *sock)
 {
+    /* asyncio asks for the fd before it accepts */
+    if (check_socket(loop, sock, "fileno") < 0) {
+        return NULL;
+    }
     sockop op = {.kind = OP_ACCEPT};
     op.sock = Py_NewRef(sock);
     return start_op(loop, &op);
@@ -712,13 +759,23 @@ loop_sock_accept(gl_loop *loop, PyObject *sock)
 static PyObject *
 loop_sock_connect(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (gl_check_nargs("_sock_connect", nargs, 2) < 0) {
+    if (begin(loop, "_sock_connect", nargs, 2, args, NULL) < 0) {
         return NULL;
     }
     sockop op = {.kind = OP_CONNECT};
     op.sock = Py_NewRef(args[0]);
     op.arg = Py_NewRef(args[1]);
     return start_op(loop, &op);
+}
+
+/* sock_connect() checks the socket before it resolves the address. */
+static PyObject *
+loop_sock_check(gl_loop *loop, PyObject *sock)
+{
+    if (check_socket(loop, sock, NULL) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
 }
 
 PyMethodDef gl_sockops_methods[] = {
@@ -742,6 +799,8 @@ PyMethodDef gl_sockops_methods[] = {
     {"_sock_connect", (PyCFunction)(void (*)(void))loop_sock_connect,
      METH_FASTCALL,
      PyDoc_STR("_sock_connect(sock, resolved_address) -> Future of None")},
+    {"_sock_check", (PyCFunction)loop_sock_check, METH_O,
+     PyDoc_STR("_sock_check(sock): raise what sock_*() raise for an unusable socket")},
     {NULL, NULL, 0, NULL},
 };
 

@@ -682,6 +682,19 @@ int
 gl_transport_write(gl_transport *t, PyObject *data, int is_socket, int refused,
                    const char *refused_warning)
 {
+    if (PyMemoryView_Check(data) &&
+        !PyBuffer_IsContiguous(PyMemoryView_GET_BUFFER(data), 'C')) {
+        /* A strided memoryview passes write()'s type check (asyncio's
+         * too, whose send() then fails and closes the transport): its
+         * bytes are sent, in order, as one copy. */
+        PyObject *flat = PyBytes_FromObject(data);
+        if (flat == NULL) {
+            return -1;
+        }
+        int rc = gl_transport_write(t, flat, is_socket, refused, refused_warning);
+        Py_DECREF(flat);
+        return rc;
+    }
     Py_buffer view;
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
         return -1;
