@@ -7,7 +7,7 @@
 set -eu
 PACKAGES="gcc pkg-config libglib2.0-dev libgirepository1.0-dev libcairo2-dev
 gir1.2-glib-2.0 libasan8 libubsan1 python3 python3-gi python3-venv python3-dev
-gir1.2-gtk-4.0 gir1.2-gtk-3.0 xvfb imagemagick wrk debootstrap"
+gir1.2-gtk-4.0 gir1.2-gtk-3.0 xvfb imagemagick wrk debootstrap git"
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
 updated=""
