@@ -1,0 +1,199 @@
+"""Fairness between asyncio and GLib on one thread, with default settings.
+
+While asyncio is saturated, GLib sources of every priority still run (GLib's
+priorities are strict, so without the loop's turns nothing below the loop's
+priority would ever be dispatched); a busy GLib idle does not starve asyncio;
+a timer that falls due during a very long round ends its sleep on time.
+These are behaviour checks with wide margins, not measurements (those are
+in bench/fairness.py).
+"""
+import asyncio
+
+import pytest
+from gi.repository import GLib
+
+import glibloop
+
+LOAD_CONNECTIONS = 100
+
+
+class EchoLoad:
+    """LOAD_CONNECTIONS stream clients echoing 1 KiB as fast as they can."""
+
+    def __init__(self):
+        self.trips = 0
+        self.running = True
+
+    async def start(self):
+        async def echo(reader, writer):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+
+        async def client(addr):
+            reader, writer = await asyncio.open_connection(*addr)
+            while self.running:
+                writer.write(b"x" * 1024)
+                await reader.readexactly(1024)
+                self.trips += 1
+            writer.close()
+            await writer.wait_closed()
+
+        self.server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        addr = self.server.sockets[0].getsockname()
+        self.clients = [asyncio.create_task(client(addr)) for _ in range(LOAD_CONNECTIONS)]
+        while self.trips < LOAD_CONNECTIONS:
+            await asyncio.sleep(0.01)
+
+    async def stop(self):
+        self.running = False
+        await asyncio.gather(*self.clients)
+        self.server.close()
+        await self.server.wait_closed()
+
+
+def _attach(loop, source, priority, callback):
+    source.set_priority(priority)
+    source.set_callback(callback)
+    source.attach(loop._context)
+    return source
+
+
+@pytest.mark.parametrize("priority", [GLib.PRIORITY_DEFAULT, 120, GLib.PRIORITY_DEFAULT_IDLE,
+                                      GLib.PRIORITY_LOW])
+def test_glib_timeouts_of_every_priority_fire_while_asyncio_is_saturated(loop, priority):
+    fired = []
+    trips = []
+
+    async def main():
+        load = EchoLoad()
+        await load.start()
+        source = _attach(loop, GLib.timeout_source_new(16), priority,
+                         lambda *_: fired.append(loop.time()) or GLib.SOURCE_CONTINUE)
+        start = load.trips
+        await asyncio.sleep(1.0)
+        source.destroy()
+        trips.append(load.trips - start)
+        await load.stop()
+
+    loop.run_until_complete(main())
+    # 60 per second when nothing else runs; none at all without the turns
+    # (priorities below the loop's); the margin is for a loaded machine
+    assert len(fired) >= 20, fired
+    assert trips[0] > 1000, "asyncio stopped working"
+
+
+def test_idle_sources_run_while_asyncio_is_saturated(loop):
+    idles = [0]
+
+    async def main():
+        load = EchoLoad()
+        await load.start()
+        source = _attach(loop, GLib.idle_source_new(), GLib.PRIORITY_DEFAULT_IDLE,
+                         lambda *_: idles.__setitem__(0, idles[0] + 1) or GLib.SOURCE_CONTINUE)
+        await asyncio.sleep(0.5)
+        source.destroy()
+        await load.stop()
+
+    loop.run_until_complete(main())
+    assert idles[0] >= 50
+
+
+@pytest.mark.parametrize("priority", [GLib.PRIORITY_DEFAULT, GLib.PRIORITY_DEFAULT_IDLE])
+def test_an_always_ready_glib_idle_leaves_asyncio_most_of_its_throughput(loop, priority):
+    rates = {}
+
+    async def chain(label, seconds=0.4):
+        count = 0
+        done = loop.create_future()
+        end = loop.time() + seconds
+
+        def step():
+            nonlocal count
+            count += 1
+            if count % 256 == 0 and loop.time() >= end:
+                done.set_result(None)
+            else:
+                loop.call_soon(step)
+
+        loop.call_soon(step)
+        await done
+        rates[label] = count / seconds
+
+    async def main():
+        await chain("warm-up", 0.1)
+        await chain("alone")
+        idles = [0]
+        source = _attach(loop, GLib.idle_source_new(), priority,
+                         lambda *_: idles.__setitem__(0, idles[0] + 1) or GLib.SOURCE_CONTINUE)
+        await chain("with idle")
+        source.destroy()
+        return idles[0]
+
+    idles = loop.run_until_complete(main())
+    assert idles > 0
+    assert rates["with idle"] >= 0.5 * rates["alone"], rates
+
+
+def _sleep_during_burst(loop, n=300_000):
+    """A callback queues n callbacks at once, then arms a 10 ms timer that a
+    task awaits (what asyncio.sleep does).  Returns how many of the n had
+    run when the task woke up, and how many ran in all."""
+    ran = [0]
+
+    def one():
+        ran[0] += 1
+
+    async def main():
+        woken = loop.create_future()
+
+        def burst():
+            for _ in range(n):
+                loop.call_soon(one)
+            loop.call_later(0.01, woken.set_result, None)
+
+        loop.call_soon(burst)
+        await woken
+        at_wake = ran[0]
+        while ran[0] < n:
+            await asyncio.sleep(0)
+        return at_wake
+
+    return loop.run_until_complete(main()), ran[0]
+
+
+def test_a_sleep_ends_on_time_during_a_long_burst_unlike_asyncio():
+    # asyncio runs every callback queued before the timer fell due first;
+    # glibloop cuts a round that outlives its batch and runs the due timer
+    # and what it schedules there (docs/differences.md)
+    stock = asyncio.SelectorEventLoop()
+    ours = glibloop.new_event_loop()
+    try:
+        stock_at_wake, stock_ran = _sleep_during_burst(stock)
+        our_at_wake, our_ran = _sleep_during_burst(ours)
+    finally:
+        stock.close()
+        ours.close()
+    assert stock_ran == our_ran == 300_000
+    assert stock_at_wake == 300_000
+    assert our_at_wake < 300_000
+
+
+@pytest.mark.parametrize("factory", [asyncio.SelectorEventLoop, glibloop.new_event_loop])
+def test_short_rounds_keep_asyncio_order_of_timers_and_callbacks(factory):
+    # a round within its batch budget is never cut: due timers run after
+    # the callbacks queued before them, as in asyncio
+    loop = factory()
+    seen = []
+    try:
+        def first():
+            loop.call_later(0, seen.append, "timer")
+            loop.call_soon(seen.append, "soon 1")
+            loop.call_soon(seen.append, "soon 2")
+        loop.call_soon(first)
+        loop.call_later(0.001, seen.append, "later")
+        loop.run_until_complete(asyncio.sleep(0.02))
+    finally:
+        loop.close()
+    assert seen == ["soon 1", "soon 2", "timer", "later"]
