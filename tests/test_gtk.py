@@ -528,69 +528,6 @@ async def _drive_gtk3(window, label, seen, data_path):
 LOAD_SECONDS = 3.0
 
 
-class _Saturation:
-    """What saturates the loop in test_gtk4_keeps_drawing_...: 100 stream
-    connections echoing 1 KiB, a task making bursts of 1000 tasks, and a
-    connection whose server writes 64 KiB blocks as fast as it is read."""
-
-    def __init__(self):
-        self.trips = self.burst_tasks = self.bytes_read = 0
-        self.running = True
-        self.tasks = []
-
-    async def start(self):
-        async def echo(reader, writer):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-            writer.close()
-
-        async def pour(reader, writer):
-            block = b"d" * 65536
-            while self.running:
-                writer.write(block)
-                await writer.drain()
-            writer.close()
-
-        async def client(addr):
-            reader, writer = await asyncio.open_connection(*addr)
-            while self.running:
-                writer.write(b"x" * 1024)
-                await reader.readexactly(1024)
-                self.trips += 1
-            writer.close()
-
-        async def reader_task(addr):
-            reader, writer = await asyncio.open_connection(*addr)
-            while self.running:
-                self.bytes_read += len(await reader.read(65536))
-            writer.close()
-
-        async def bursts():
-            async def one():
-                await asyncio.sleep(0)
-                self.burst_tasks += 1
-            while self.running:
-                await asyncio.gather(*(one() for _ in range(1000)))
-
-        self.servers = [await asyncio.start_server(echo, "127.0.0.1", 0),
-                        await asyncio.start_server(pour, "127.0.0.1", 0)]
-        echo_addr, pour_addr = (s.sockets[0].getsockname() for s in self.servers)
-        self.tasks = [asyncio.create_task(client(echo_addr)) for _ in range(100)]
-        self.tasks += [asyncio.create_task(reader_task(pour_addr)),
-                       asyncio.create_task(bursts())]
-        await asyncio.sleep(0.3)
-
-    async def stop(self):
-        self.running = False
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        for server in self.servers:
-            server.close()
-            await server.wait_closed()
-
-
 def _gtk4load(seen):
     import gi
     gi.require_version("Gtk", "4.0")
@@ -611,10 +548,12 @@ def _gtk4load(seen):
 
 
 async def _drive_gtk4load(win, seen):
+    from _saturation import Saturation  # next to this file
+
     loop = asyncio.get_running_loop()
     ticks = [0]
 
-    load = _Saturation()
+    load = Saturation(bursts=True, pour=True)
     await load.start()
     # asyncio's throughput with no window on screen
     trips = load.trips
@@ -633,7 +572,7 @@ async def _drive_gtk4load(win, seen):
     await asyncio.sleep(1.0)
     seen["idle_ticks_per_sec"] = (ticks[0] - before) / (loop.time() - t0)
 
-    load = _Saturation()
+    load = Saturation(bursts=True, pour=True)
     await load.start()
     before, trips, t0 = ticks[0], load.trips, loop.time()
     await asyncio.sleep(LOAD_SECONDS)

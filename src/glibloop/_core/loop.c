@@ -15,6 +15,9 @@
 /* asyncio's longest stretch of work before GLib gets a turn (run_rounds) */
 #define GL_FAIR_STRETCH_NS (1 * GL_NS_PER_MS)
 #define GL_TURN_ITERATIONS 4     /* GLib iterations in one turn, at most */
+/* call_soon_threadsafe's flow control: handles queued, pause of a pusher */
+#define GL_FLOOD_HIGH 2048
+#define GL_FLOOD_PAUSE_US 50
 
 /* ------------------------------------------------------------------ */
 /* ready queue                                                        */
@@ -326,25 +329,13 @@ gl_loop_update_deadline(gl_loop *loop)
     __atomic_store_n(&loop->next_deadline_ns, deadline, __ATOMIC_RELAXED);
 }
 
-static int
-collect_timers(gl_loop *loop, int64_t now)
+static void
+compact_timers(gl_loop *loop)
 {
     gl_timers *t = &loop->timers;
     if (t->size > 64 && t->cancelled * 2 > t->size) {
         gl_timers_compact(t);
     }
-    gl_timer *top;
-    while ((top = gl_timers_peek(t)) &&
-           (top->base.cancelled || top->when_ns <= now)) {
-        gl_timer *timer = gl_timers_pop(t);
-        int rc = timer->base.cancelled
-            ? 0 : gl_loop_push_ready(loop, &timer->base);
-        gl_handle_release(&timer->base);
-        if (rc < 0) {
-            return -1;
-        }
-    }
-    return 0;
 }
 
 static int
@@ -429,6 +420,24 @@ static void glib_turn(gl_loop *loop, int fair);
  * the whole round.  A round within the budget keeps asyncio's order. */
 #define GL_CUT_EVERY 64
 
+/* Runs, in order, the timers due at `due` that were scheduled before the
+ * sequence number `seq_end`, straight from the heap. */
+static int
+run_due_timers(gl_loop *loop, int64_t due, uint64_t seq_end, int depth)
+{
+    gl_timer *top;
+    while ((top = gl_timers_peek(&loop->timers)) &&
+           (top->base.cancelled || (top->when_ns <= due && top->seq < seq_end))) {
+        if (run_one(loop, &gl_timers_pop(&loop->timers)->base, depth) < 0) {
+            return -1;
+        }
+        if (loop->closed || loop->pending_exc != NULL) {
+            return 0;
+        }
+    }
+    return 0;
+}
+
 static int
 cut_round(gl_loop *loop, int64_t now, int depth)
 {
@@ -441,15 +450,11 @@ cut_round(gl_loop *loop, int64_t now, int depth)
     }
     gl_ready *q = &loop->ready;
     uint64_t mark = q->tail;
-    gl_timer *top;
-    while ((top = gl_timers_peek(&loop->timers)) &&
-           (top->base.cancelled || top->when_ns <= now)) {
-        if (run_one(loop, &gl_timers_pop(&loop->timers)->base, depth) < 0) {
-            return -1;
-        }
-        if (loop->closed || loop->pending_exc != NULL) {
-            return 0;
-        }
+    if (run_due_timers(loop, now, UINT64_MAX, depth) < 0) {
+        return -1;
+    }
+    if (loop->closed || loop->pending_exc != NULL) {
+        return 0;
     }
     /* Move what the timers queued from the tail to the head, in order.
      * The GIL is held: no other thread pushes meanwhile. */
@@ -479,12 +484,17 @@ cut_round(gl_loop *loop, int64_t now, int depth)
     return 0;
 }
 
-/* Runs the handles that were ready when the round started. */
+/* Runs the handles that were ready when the round started (`start`), then
+ * the timers due by then: where asyncio's _run_once appends them to its
+ * ready queue, after the callbacks queued before and the I/O the round's
+ * poll found.  They stay in the heap until then, so a cut can run them
+ * early. */
 static int
-run_round(gl_loop *loop, int64_t budget_end)
+run_round(gl_loop *loop, int64_t start, int64_t budget_end)
 {
     gl_ready *q = &loop->ready;
     uint64_t end = q->tail;
+    uint64_t seq_end = loop->timers.next_seq;
     int depth = loop->dispatch_depth;
     unsigned int count = 0;
     for (;;) {
@@ -500,7 +510,7 @@ run_round(gl_loop *loop, int64_t budget_end)
             }
         }
         if (q->head >= end) {
-            break;
+            return run_due_timers(loop, start, seq_end, depth);
         }
         if (++count % GL_CUT_EVERY == 0) {
             int64_t now = gl_monotonic_ns();
@@ -753,10 +763,8 @@ run_rounds(gl_loop *loop, int epoll_readable)
         }
         epoll_readable = 0;
         now = gl_monotonic_ns();
-        if (collect_timers(loop, now) < 0) {
-            goto fail;
-        }
-        if (run_round(loop, budget_end) < 0) {
+        compact_timers(loop);
+        if (run_round(loop, now, budget_end) < 0) {
             goto fail;
         }
         if (loop->closed || loop->pending_exc != NULL) {
@@ -926,9 +934,22 @@ loop_call_soon_threadsafe(gl_loop *loop, PyObject *const *args,
         Py_DECREF(h);
         return NULL;
     }
-    if (was_empty && !(loop->running &&
-                       loop->thread_id == PyThread_get_thread_ident())) {
+    int foreign = !(loop->running &&
+                    loop->thread_id == PyThread_get_thread_ident());
+    if (was_empty && foreign) {
         gl_source_wakeup(loop);
+    }
+    else if (foreign && loop->running &&
+             loop->ready.tail - loop->ready.head > GL_FLOOD_HIGH) {
+        /* Flow control.  Threads that push faster than the loop runs would
+         * hold the GIL most of the time (each keeps it for the switch
+         * interval, 5 ms, the loop thread gets one turn in five) and the
+         * queue would grow without bound: timers and everything else the
+         * loop does would fall behind.  Past the high-water mark a pushing
+         * thread lets the GIL go for a moment, so the loop thread takes it. */
+        Py_BEGIN_ALLOW_THREADS
+        g_usleep(GL_FLOOD_PAUSE_US);
+        Py_END_ALLOW_THREADS
     }
     return (PyObject *)h;
 }
