@@ -297,6 +297,7 @@ def plot(report, path):
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return False
     fig, ax = plt.subplots(figsize=(8, 3.6), dpi=100)
@@ -312,13 +313,21 @@ def plot(report, path):
         if times:
             ax.plot(times, r["intervals_ms"], marker=".", linewidth=0.8, label=label)
         else:
-            ax.plot([], [], label=label + " (no frame drawn)")
+            # frozen: the whole measurement went by without a frame
+            duration = report["duration"]
+            ax.plot([0, duration], [duration * 1e3] * 2, linewidth=3,
+                    label=f"{name}: no frame in {duration:g} s")
     ax.axhline(1000 / 60, color="grey", linestyle=":", linewidth=0.8)
     ax.set_yscale("log")
+    ticks = [10, 1000 / 60, 30, 100, 300, 1000, 3000]
+    ax.set_yticks(ticks)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.1f}".rstrip("0").rstrip(".")))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_ylim(8, 5000)
     ax.set_xlabel("seconds of load (100 echoing stream connections)")
     ax.set_ylabel("time between frames (ms)")
     ax.set_title("A 60 Hz GLib timeout at GTK's redraw priority (120) under asyncio load")
-    ax.legend(loc="upper right")
+    ax.legend(loc="center right")
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

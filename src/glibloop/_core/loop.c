@@ -456,8 +456,9 @@ cut_round(gl_loop *loop, int64_t now, int depth)
     if (loop->closed || loop->pending_exc != NULL) {
         return 0;
     }
-    /* Move what the timers queued from the tail to the head, in order.
-     * The GIL is held: no other thread pushes meanwhile. */
+    /* Move what the timers queued from the tail to the head, in order
+     * (with whatever another thread pushed while a timer's callback let
+     * the GIL go).  The GIL is held: no other thread pushes meanwhile. */
     uint64_t n = q->tail - mark;
     if (n == 0) {
         return 0;
@@ -655,8 +656,8 @@ glib_turn_gave_work(gl_loop *loop)
 /* Non-blocking iterations of our context from inside our dispatch, with
  * our own source sitting out (in_glib_turn holds the g_main_depth() the
  * turn's sources run at; a main loop nested in one of them dispatches
- * asyncio again).  Timers already moved to the ready queue must not make
- * our source look due inside the turn.  C sources run in the turn (GTK
+ * asyncio again, and reads the deadline brought up to date here).  C
+ * sources run in the turn (GTK
  * drawing, Gio, GStreamer) must not hold other Python threads back: the
  * GIL is released, as GLib's own loop would have it.
  *
