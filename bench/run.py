@@ -33,6 +33,7 @@ RESULTS_DIR = BENCH_DIR / "results"
 sys.path.insert(0, str(BENCH_DIR))
 import workloads as wl  # noqa: E402 - stdlib-only at import time
 import http_wrk  # noqa: E402 - the aiohttp-under-wrk section
+import fairness  # noqa: E402 - the asyncio/GLib fairness section
 
 SUBJECT = "glibloop"
 DEFAULT_REPEAT = 3
@@ -235,6 +236,13 @@ def parse_args(argv):
                         help="skip the aiohttp/wrk section")
     parser.add_argument("--http-only", action="store_true",
                         help="run only the aiohttp/wrk section")
+    parser.add_argument("--fairness", action="store_true",
+                        help="also run the fairness section (bench/fairness.py) when "
+                             "--workloads is given")
+    parser.add_argument("--no-fairness", action="store_true",
+                        help="skip the fairness section")
+    parser.add_argument("--plot", type=Path, default=None,
+                        help="write the fairness section's frame-time plot (PNG) there")
     parser.add_argument("--http-duration", type=float, default=None,
                         help=f"seconds of each wrk run (default "
                              f"{http_wrk.DEFAULT_DURATION:g}, 2 with --quick)")
@@ -266,6 +274,8 @@ def parse_args(argv):
 
     args.loops = split(args.loops, list(wl.LOOPS), "loop")
     args.run_http = (args.http or args.http_only or args.workloads is None) and not args.no_http
+    args.run_fairness = ((args.fairness or args.workloads is None) and not args.no_fairness
+                         and not args.http_only)
     if args.http_only:
         args.workloads = []
     else:
@@ -331,6 +341,14 @@ def main(argv=None) -> int:
     else:
         http_lines, http_met, http_missed, http_crashed = [], 0, 0, False
 
+    fairness_report = None
+    if args.run_fairness:
+        fairness_report = fairness.run(
+            args.loops, duration=1.0 if args.quick else fairness.DEFAULT_DURATION,
+            progress=lambda line: print(line, file=sys.stderr, flush=True))
+        if args.plot is not None and not fairness.plot(fairness_report, args.plot):
+            print("matplotlib is not installed: no fairness plot", file=sys.stderr)
+
     table = build_table(args.workloads, args.loops, results, args.scale)
     targets, met, missed = target_lines(args.workloads, args.loops, results)
     met, missed = met + http_met, missed + http_missed
@@ -358,6 +376,8 @@ def main(argv=None) -> int:
                    *note_lines(args.workloads, args.loops, results, args.scale)]
     if http_lines:
         report += ["", *http_lines]
+    if fairness_report is not None and fairness_report["loops"]:
+        report += ["", *fairness.section(fairness_report)]
     text = "\n".join(report) + "\n"
     print(text, end="")
 
@@ -367,7 +387,8 @@ def main(argv=None) -> int:
         args.output.with_suffix(".json").write_text(json.dumps(
             {"versions": versions, "repeat": args.repeat, "scale": args.scale,
              "processes": args.processes,
-             "results": results, "http": http_report}, indent=2) + "\n")
+             "results": results, "http": http_report,
+             "fairness": fairness_report}, indent=2) + "\n")
         print(f"\n(report written to {args.output})", file=sys.stderr)
     except OSError as exc:
         print(f"\ncould not write {args.output}: {exc}", file=sys.stderr)

@@ -331,8 +331,14 @@ typedef struct gl_loop {
     int running;
     int dispatch_depth;
     int glib_turn_backoff;       /* see glib_turn_gave_work() in loop.c */
-    int in_glib_turn;            /* our source sits out our own GLib turn */
+    int in_glib_turn;            /* our source sits out our own GLib turn:
+                                  * the g_main_depth() it runs at, or 0 */
     int glib_turn_skip;
+    int turn_muted;              /* the epoll fd is muted for a GLib turn */
+    /* Fairness (loop.c, run_rounds): asyncio has worked since fair_since_ns
+     * without GLib getting an iteration of its own (0: not working). */
+    int64_t fair_since_ns;
+    int64_t batch_end_ns;        /* when the last batch returned to GLib */
     gl_handle *current_handle;   /* borrowed, while its callback runs */
     /* Nested main loops: the Context each dispatch depth is running a
      * callback in (borrowed), and handles put aside because their Context
@@ -713,6 +719,8 @@ void gl_source_wakeup(gl_loop *loop);
 /* Stops (1) or restarts (0) GLib polling the loop's epoll fd: while a fatal
  * exception waits to be raised, ready fds must not spin GLib's poll. */
 void gl_source_set_paused(gl_loop *loop, int paused);
+void gl_source_mute_turn(gl_loop *loop);
+void gl_source_unmute_turn(gl_loop *loop);
 
 /* ------------------------------------------------------------------ */
 /* exceptions across Python versions                                  */

@@ -12,6 +12,12 @@
 #include <structmember.h>
 
 #define GL_DEFAULT_BUDGET_NS (1 * GL_NS_PER_MS)
+/* asyncio's longest stretch of work before GLib gets a turn (run_rounds) */
+#define GL_FAIR_STRETCH_NS (1 * GL_NS_PER_MS)
+#define GL_TURN_ITERATIONS 4     /* GLib iterations in one turn, at most */
+/* call_soon_threadsafe's flow control: handles queued, pause of a pusher */
+#define GL_FLOOD_HIGH 2048
+#define GL_FLOOD_PAUSE_US 50
 
 /* ------------------------------------------------------------------ */
 /* ready queue                                                        */
@@ -323,25 +329,13 @@ gl_loop_update_deadline(gl_loop *loop)
     __atomic_store_n(&loop->next_deadline_ns, deadline, __ATOMIC_RELAXED);
 }
 
-static int
-collect_timers(gl_loop *loop, int64_t now)
+static void
+compact_timers(gl_loop *loop)
 {
     gl_timers *t = &loop->timers;
     if (t->size > 64 && t->cancelled * 2 > t->size) {
         gl_timers_compact(t);
     }
-    gl_timer *top;
-    while ((top = gl_timers_peek(t)) &&
-           (top->base.cancelled || top->when_ns <= now)) {
-        gl_timer *timer = gl_timers_pop(t);
-        int rc = timer->base.cancelled
-            ? 0 : gl_loop_push_ready(loop, &timer->base);
-        gl_handle_release(&timer->base);
-        if (rc < 0) {
-            return -1;
-        }
-    }
-    return 0;
 }
 
 static int
@@ -371,16 +365,139 @@ run_timed(gl_loop *loop, gl_handle *h, int *rc)
     }
 }
 
-/* Runs the handles that were ready when the round started.  In a nested
- * dispatch, a handle whose Context a callback further up the stack has
- * entered (a step of the task that started the nested main loop) cannot
- * run now: it waits, in order, until that callback returns. */
+/* Runs one handle taken off the ready queue or the timer heap, and
+ * releases the caller's reference.  In a nested dispatch, a handle whose
+ * Context a callback further up the stack has entered (a step of the task
+ * that started the nested main loop) cannot run now: it waits, in order,
+ * until that callback returns. */
 static int
-run_round(gl_loop *loop)
+run_one(gl_loop *loop, gl_handle *h, int depth)
+{
+    if (h->cancelled) {
+        gl_handle_release(h);
+        return 0;
+    }
+    if (depth > 1) {
+        int level = entered_level(loop, h->context, depth);
+        if (level > 0) {
+            if (defer_handle(loop, h, level) < 0) {
+                gl_handle_release(h);
+                return -1;
+            }
+            return 0;
+        }
+    }
+    int rc = 0;
+    gl_handle *outer_handle = loop->current_handle;
+    loop->current_handle = h;
+    if (depth <= GL_MAX_DEPTH) {
+        loop->entered[depth] = h->context;
+    }
+    if (loop->debug) {
+        run_timed(loop, h, &rc);
+    }
+    else {
+        rc = gl_handle_run(h);
+    }
+    if (depth <= GL_MAX_DEPTH) {
+        loop->entered[depth] = NULL;
+    }
+    loop->current_handle = outer_handle;
+    gl_handle_release(h);
+    if (loop->deferred_size > 0 && requeue_deferred(loop, depth) < 0) {
+        rc = -1;
+    }
+    return rc < 0 ? -1 : 0;
+}
+
+static void glib_turn(gl_loop *loop, int fair);
+
+/* A round that outlives its batch's budget (300,000 callbacks queued at
+ * once, a call_soon_threadsafe flood) is cut every GL_CUT_EVERY callbacks:
+ * GLib gets the turn it is owed (see run_rounds), and timers that fell due
+ * run there, with the callbacks they schedule (a sleeping task's wake-up)
+ * moved to the front of the queue: a sleep ends on time instead of after
+ * the whole round.  A round within the budget keeps asyncio's order. */
+#define GL_CUT_EVERY 64
+
+/* Runs, in order, the timers due at `due` that were scheduled before the
+ * sequence number `seq_end`, straight from the heap. */
+static int
+run_due_timers(gl_loop *loop, int64_t due, uint64_t seq_end, int depth)
+{
+    gl_timer *top;
+    while ((top = gl_timers_peek(&loop->timers)) &&
+           (top->base.cancelled || (top->when_ns <= due && top->seq < seq_end))) {
+        if (run_one(loop, &gl_timers_pop(&loop->timers)->base, depth) < 0) {
+            return -1;
+        }
+        if (loop->closed || loop->pending_exc != NULL) {
+            return 0;
+        }
+    }
+    return 0;
+}
+
+static int
+cut_round(gl_loop *loop, int64_t now, int depth)
+{
+    if (now - loop->fair_since_ns >= GL_FAIR_STRETCH_NS) {
+        glib_turn(loop, 1);
+        if (loop->closed || loop->pending_exc != NULL) {
+            return 0;
+        }
+        now = gl_monotonic_ns();
+    }
+    gl_ready *q = &loop->ready;
+    uint64_t mark = q->tail;
+    if (run_due_timers(loop, now, UINT64_MAX, depth) < 0) {
+        return -1;
+    }
+    if (loop->closed || loop->pending_exc != NULL) {
+        return 0;
+    }
+    /* Move what the timers queued from the tail to the head, in order
+     * (with whatever another thread pushed while a timer's callback let
+     * the GIL go).  The GIL is held: no other thread pushes meanwhile. */
+    uint64_t n = q->tail - mark;
+    if (n == 0) {
+        return 0;
+    }
+    gl_handle *small[16];
+    gl_handle **moved = n <= 16 ? small : PyMem_New(gl_handle *, n);
+    if (moved == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        moved[i] = q->items[(mark + i) & q->mask];
+    }
+    /* the slots before head are free: the queue holds no more than it did */
+    uint64_t head = q->head - n;
+    for (uint64_t i = 0; i < n; i++) {
+        q->items[(head + i) & q->mask] = moved[i];
+    }
+    __atomic_store_n(&q->head, head, __ATOMIC_RELAXED);
+    __atomic_store_n(&q->tail, mark, __ATOMIC_RELEASE);
+    if (moved != small) {
+        PyMem_Free(moved);
+    }
+    return 0;
+}
+
+/* Runs the handles that were ready when the round started (`start`), then
+ * the timers due by then: where asyncio's _run_once appends them to its
+ * ready queue, after the callbacks queued before and the I/O the round's
+ * poll found.  They stay in the heap until then, so a cut can run them
+ * early. */
+static int
+run_round(gl_loop *loop, int64_t start, int64_t budget_end)
 {
     gl_ready *q = &loop->ready;
     uint64_t end = q->tail;
+    uint64_t seq_end = loop->timers.next_seq;
     int depth = loop->dispatch_depth;
+    unsigned int count = 0;
     for (;;) {
         /* C watcher events held back by the poll run where that poll's
          * own callbacks begin (gl_poll_dispatch) */
@@ -394,45 +511,23 @@ run_round(gl_loop *loop)
             }
         }
         if (q->head >= end) {
-            break;
+            return run_due_timers(loop, start, seq_end, depth);
         }
-        gl_handle *h = q->items[q->head & q->mask];
-        __atomic_store_n(&q->head, q->head + 1, __ATOMIC_RELAXED);
-        if (h->cancelled) {
-            gl_handle_release(h);
-            continue;
-        }
-        if (depth > 1) {
-            int level = entered_level(loop, h->context, depth);
-            if (level > 0) {
-                if (defer_handle(loop, h, level) < 0) {
-                    gl_handle_release(h);
-                    return -1;
-                }
+        if (++count % GL_CUT_EVERY == 0) {
+            int64_t now = gl_monotonic_ns();
+            if (now >= budget_end && cut_round(loop, now, depth) < 0) {
+                return -1;
+            }
+            if (loop->closed || loop->pending_exc != NULL) {
+                return 0;
+            }
+            if (q->head >= end) {
                 continue;
             }
         }
-        int rc = 0;
-        gl_handle *outer_handle = loop->current_handle;
-        loop->current_handle = h;
-        if (depth <= GL_MAX_DEPTH) {
-            loop->entered[depth] = h->context;
-        }
-        if (loop->debug) {
-            run_timed(loop, h, &rc);
-        }
-        else {
-            rc = gl_handle_run(h);
-        }
-        if (depth <= GL_MAX_DEPTH) {
-            loop->entered[depth] = NULL;
-        }
-        loop->current_handle = outer_handle;
-        gl_handle_release(h);
-        if (loop->deferred_size > 0 && requeue_deferred(loop, depth) < 0) {
-            rc = -1;
-        }
-        if (rc < 0) {
+        gl_handle *h = q->items[q->head & q->mask];
+        __atomic_store_n(&q->head, q->head + 1, __ATOMIC_RELAXED);
+        if (run_one(loop, h, depth) < 0) {
             return -1;
         }
         if (loop->closed || loop->pending_exc != NULL) {
@@ -542,17 +637,7 @@ glib_turn_gave_work(gl_loop *loop)
     if (loop->dispatch_depth > 1 || loop->closed || loop->pending_exc != NULL) {
         return 0;
     }
-    /* Timers already moved to the ready queue must not make our own source
-     * look due inside the turn: it sits the turn out (in_glib_turn). C
-     * sources run in the turn (GTK drawing, Gio, GStreamer) must not hold
-     * other Python threads back: the GIL is released, as GLib's own loop
-     * would have it. */
-    gl_loop_update_deadline(loop);
-    loop->in_glib_turn = 1;
-    Py_BEGIN_ALLOW_THREADS
-    g_main_context_iteration(loop->context, FALSE);
-    Py_END_ALLOW_THREADS
-    loop->in_glib_turn = 0;
+    glib_turn(loop, 0);
     if (loop->closed || loop->pending_exc != NULL || loop->stopping) {
         return loop->stopping && !loop->closed;
     }
@@ -566,6 +651,44 @@ glib_turn_gave_work(gl_loop *loop)
     }
     loop->glib_turn_skip = loop->glib_turn_backoff;
     return 0;
+}
+
+/* Non-blocking iterations of our context from inside our dispatch, with
+ * our own source sitting out (in_glib_turn holds the g_main_depth() the
+ * turn's sources run at; a main loop nested in one of them dispatches
+ * asyncio again, and reads the deadline brought up to date here).  C
+ * sources run in the turn (GTK
+ * drawing, Gio, GStreamer) must not hold other Python threads back: the
+ * GIL is released, as GLib's own loop would have it.
+ *
+ * A hand-off turn (glib_turn_gave_work) is one plain iteration.  A fair
+ * turn must let every ready source run, whatever its priority: GLib counts
+ * a source whose fd polled readable as ready whatever check says, so the
+ * epoll fd is muted for it; and an iteration dispatches only the highest
+ * priority that is ready while a GTK frame is a chain of sources (flush,
+ * then layout and paint at 120): a few iterations, while they find
+ * something, let the chain finish in one turn. */
+static void
+glib_turn(gl_loop *loop, int fair)
+{
+    gl_loop_update_deadline(loop);
+    int outer = loop->in_glib_turn;
+    loop->in_glib_turn = g_main_depth();
+    if (fair) {
+        gl_source_mute_turn(loop);
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (int i = 0; i < (fair ? GL_TURN_ITERATIONS : 1); i++) {
+        if (!g_main_context_iteration(loop->context, FALSE)) {
+            break;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (fair) {
+        gl_source_unmute_turn(loop);
+    }
+    loop->in_glib_turn = outer;
+    loop->fair_since_ns = gl_monotonic_ns();
 }
 
 void
@@ -618,6 +741,18 @@ run_rounds(gl_loop *loop, int epoll_readable)
 {
     int64_t now = gl_monotonic_ns();
     int64_t budget_end = now + loop->batch_budget_ns;
+    /* Fairness.  GLib's priorities are strict: while our source is ready,
+     * no source of a lower priority (GTK's redraw at 120, idles at 200)
+     * is dispatched, and under load it is always ready.  So asyncio counts
+     * how long it has worked without GLib getting an iteration of its own
+     * (fair_since_ns; source_check resets it when an iteration passes us
+     * by) and, once that reaches GL_FAIR_STRETCH_NS, gives GLib one turn
+     * from here.  A batch that starts long after the last one ended found
+     * GLib idle or busy elsewhere: the stretch starts again. */
+    if (loop->fair_since_ns == 0 ||
+        now - loop->batch_end_ns >= GL_FAIR_STRETCH_NS) {
+        loop->fair_since_ns = now;
+    }
     for (;;) {
         gl_poll_drain_timer(&loop->poll);
         /* only a poll in this round may say C watchers ran (not a stale
@@ -629,10 +764,8 @@ run_rounds(gl_loop *loop, int epoll_readable)
         }
         epoll_readable = 0;
         now = gl_monotonic_ns();
-        if (collect_timers(loop, now) < 0) {
-            goto fail;
-        }
-        if (run_round(loop) < 0) {
+        compact_timers(loop);
+        if (run_round(loop, now, budget_end) < 0) {
             goto fail;
         }
         if (loop->closed || loop->pending_exc != NULL) {
@@ -644,6 +777,13 @@ run_rounds(gl_loop *loop, int epoll_readable)
             break;
         }
         now = gl_monotonic_ns();
+        if (now - loop->fair_since_ns >= GL_FAIR_STRETCH_NS) {
+            glib_turn(loop, 1);
+            if (loop->closed || loop->pending_exc != NULL) {
+                break;
+            }
+            now = loop->fair_since_ns;
+        }
         if (now >= budget_end) {
             break;
         }
@@ -659,6 +799,7 @@ run_rounds(gl_loop *loop, int epoll_readable)
 fail:
     stash_exception(loop);
 done:
+    loop->batch_end_ns = now;
     if (!loop->closed) {
         gl_loop_update_deadline(loop);
     }
@@ -794,9 +935,22 @@ loop_call_soon_threadsafe(gl_loop *loop, PyObject *const *args,
         Py_DECREF(h);
         return NULL;
     }
-    if (was_empty && !(loop->running &&
-                       loop->thread_id == PyThread_get_thread_ident())) {
+    int foreign = !(loop->running &&
+                    loop->thread_id == PyThread_get_thread_ident());
+    if (was_empty && foreign) {
         gl_source_wakeup(loop);
+    }
+    else if (foreign && loop->running &&
+             loop->ready.tail - loop->ready.head > GL_FLOOD_HIGH) {
+        /* Flow control.  Threads that push faster than the loop runs would
+         * hold the GIL most of the time (each keeps it for the switch
+         * interval, 5 ms, the loop thread gets one turn in five) and the
+         * queue would grow without bound: timers and everything else the
+         * loop does would fall behind.  Past the high-water mark a pushing
+         * thread lets the GIL go for a moment, so the loop thread takes it. */
+        Py_BEGIN_ALLOW_THREADS
+        g_usleep(GL_FLOOD_PAUSE_US);
+        Py_END_ALLOW_THREADS
     }
     return (PyObject *)h;
 }

@@ -31,8 +31,13 @@ source_prepare(GSource *source, gint *timeout)
 {
     gl_loop *loop = ((gl_gsource *)source)->loop;
     if (loop->in_glib_turn) {
-        *timeout = -1;
-        return FALSE;
+        if (loop->in_glib_turn == g_main_depth()) {
+            *timeout = -1;
+            return FALSE;
+        }
+        /* a main loop nested in a callback of the turn (a modal dialog)
+         * runs asyncio, I/O included */
+        gl_source_unmute_turn(loop);
     }
     if (loop->pending_exc != NULL) {
         /* A KeyboardInterrupt/SystemExit waits for run_forever to raise it
@@ -73,17 +78,22 @@ source_check(GSource *source)
 {
     gl_gsource *gs = (gl_gsource *)source;
     gl_loop *loop = gs->loop;
-    if (loop->pending_exc != NULL || loop->in_glib_turn) {
+    if (loop->pending_exc != NULL ||
+        (loop->in_glib_turn && loop->in_glib_turn == g_main_depth())) {
         return FALSE;
     }
     if (has_immediate_work(loop)) {
         return TRUE;
     }
     int64_t deadline = __atomic_load_n(&loop->next_deadline_ns, __ATOMIC_RELAXED);
-    if (deadline != GL_NO_DEADLINE && deadline <= gl_monotonic_ns()) {
+    if ((deadline != GL_NO_DEADLINE && deadline <= gl_monotonic_ns()) ||
+        g_source_query_unix_fd(source, gs->epoll_tag) != 0) {
         return TRUE;
     }
-    return g_source_query_unix_fd(source, gs->epoll_tag) != 0;
+    /* this iteration passes asyncio by: GLib's other sources had their
+     * turn (fairness, run_rounds in loop.c) */
+    loop->fair_since_ns = 0;
+    return FALSE;
 }
 
 static gboolean
@@ -133,6 +143,28 @@ gl_source_set_paused(gl_loop *loop, int paused)
     if (loop->source != NULL) {
         g_source_modify_unix_fd(loop->source, ((gl_gsource *)loop->source)->epoll_tag,
                                 paused ? 0 : G_IO_IN);
+    }
+}
+
+/* GLib counts a source whose fd polled readable as ready, whatever its
+ * check says: during its own GLib turn (loop.c, glib_turn) the loop mutes
+ * its epoll fd, or it would keep the sources of lower priority out of the
+ * very turn that is meant for them. */
+void
+gl_source_mute_turn(gl_loop *loop)
+{
+    loop->turn_muted = 1;
+    gl_source_set_paused(loop, 1);
+}
+
+void
+gl_source_unmute_turn(gl_loop *loop)
+{
+    if (loop->turn_muted) {
+        loop->turn_muted = 0;
+        if (loop->pending_exc == NULL) {
+            gl_source_set_paused(loop, 0);
+        }
     }
 }
 
