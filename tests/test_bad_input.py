@@ -275,8 +275,13 @@ EXPECTED = {
 }
 if sys.version_info[:2] == (3, 12):
     # 3.12.1's stream transport: writelines(None) returns at its emptiness
-    # test, and after close() it calls the _write_ready it set to None.
+    # test, wraps each item in a memoryview (its own TypeError), and after
+    # close() it calls the _write_ready it set to None.
     EXPECTED[("stream", "writelines", 0, "None")] = ("ok: None", "TypeError: can only join an iterable")
+    EXPECTED[("stream", "writelines", 0, "str")] = (
+        "TypeError: memoryview: a bytes-like object is required, not 'str'",
+        "TypeError: sequence item 0: expected a bytes-like object, str found",
+    )
     EXPECTED[("stream", "writelines", "after close")] = (
         "TypeError: 'NoneType' object is not callable",
         "ok: None",
