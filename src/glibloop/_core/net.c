@@ -216,6 +216,9 @@ gl_net_enter(gl_loop *loop, PyObject *ctx, gl_net_frame *f)
 {
     f->depth = loop->dispatch_depth;
     f->ctx = NULL;
+    if (ctx == NULL) {
+        return;  /* its owner was cleared by the GC: no context any more */
+    }
     if (PyContext_Enter(ctx) < 0) {
         /* Entered further up the stack: a callback running in it (say
          * connection_made) started a nested main loop that dispatches us.
