@@ -135,9 +135,13 @@ class NetworkMixin:
         server=None,
         ssl_handshake_timeout=None,
         ssl_shutdown_timeout=None,
+        context=None,
     ):
         """TLS is asyncio's SSLProtocol (a BufferedProtocol) layered on the C
-        stream transport; the application sees SSLProtocol's transport."""
+        stream transport; the application sees SSLProtocol's transport.  Its
+        protocol is called from the C transport's calls, so in its context
+        (``context``, which 3.15's asyncio passes, or a copy of the current
+        one)."""
         kwargs = {}
         if ssl_handshake_timeout is not None:
             kwargs["ssl_handshake_timeout"] = ssl_handshake_timeout
@@ -146,7 +150,9 @@ class NetworkMixin:
         ssl_protocol = _sslproto.SSLProtocol(
             self, protocol, sslcontext, waiter, server_side, server_hostname, **kwargs
         )
-        self._make_socket_transport(rawsock, ssl_protocol, extra=extra, server=server)
+        self._make_socket_transport(
+            rawsock, ssl_protocol, extra=extra, server=server, context=context
+        )
         return ssl_protocol._app_transport
 
     # -- servers ---------------------------------------------------------
@@ -175,10 +181,19 @@ class NetworkMixin:
             _log.error("Unable to clean up listening UNIX socket %r: %r", path, exc)
 
     def _accept_ssl_connection(
-        self, protocol, conn, extra, sslcontext, server, handshake_timeout, shutdown_timeout
+        self,
+        protocol,
+        conn,
+        extra,
+        sslcontext,
+        server,
+        handshake_timeout,
+        shutdown_timeout,
+        context,
     ):
         """A TLS connection accepted by a C listener: SSLProtocol on a C
-        transport, and a task that closes it if the handshake fails."""
+        transport, and a task that closes it if the handshake fails, both in
+        the connection's context (as asyncio's accept task)."""
         waiter = self.create_future()
         transport = self._make_ssl_transport(
             conn,
@@ -190,8 +205,11 @@ class NetworkMixin:
             server=server,
             ssl_handshake_timeout=handshake_timeout,
             ssl_shutdown_timeout=shutdown_timeout,
+            context=context,
         )
-        self.create_task(self._await_accepted_handshake(transport, protocol, waiter))
+        self.create_task(
+            self._await_accepted_handshake(transport, protocol, waiter), context=context
+        )
         return transport
 
     async def _await_accepted_handshake(self, transport, protocol, waiter):

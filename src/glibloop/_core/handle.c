@@ -150,7 +150,7 @@ gl_handle_run(gl_handle *h)
         PyErr_WriteUnraisable(callback);
     }
     else {
-        rc = gl_loop_report_error((gl_loop *)h->loop, msg, exc, h);
+        rc = gl_loop_report_error((gl_loop *)h->loop, msg, exc, h, NULL, NULL, NULL);
         Py_DECREF(msg);
     }
     Py_DECREF(exc);

@@ -388,11 +388,20 @@ void gl_loop_update_deadline(gl_loop *loop);
  * it even when no user fd is registered (timerfd, signal wake-up). */
 void gl_loop_run_batch(gl_loop *loop, int epoll_readable);
 int gl_loop_check_not_closed(gl_loop *loop);
-/* Passes an error to loop.call_exception_handler(); -1 with the exception
- * set when the handler raised SystemExit/KeyboardInterrupt, which must stop
- * the loop as in asyncio. */
+/* The one exception reporter, for handles and C watchers alike:
+ * loop.call_exception_handler({'message', 'exception' when exc is not NULL,
+ * and 'handle' (with its 'source_traceback'), 'transport', 'protocol',
+ * 'socket' for those not NULL}).  Returns 0, or -1 with the exception set
+ * when the handler raised SystemExit/KeyboardInterrupt: as in asyncio, it
+ * must stop the loop and reach the caller of run_until_complete/
+ * run_forever, so every caller passes the -1 on up to the handle or
+ * watcher that ran.  Any other failure is written as unraisable. */
 int gl_loop_report_error(gl_loop *loop, PyObject *message, PyObject *exc,
-                         gl_handle *h);
+                         gl_handle *h, PyObject *transport, PyObject *protocol,
+                         PyObject *sock);
+/* Puts the handles that waited for the callback at dispatch depth `level`
+ * (their Context was entered there) back on the ready queue. */
+int gl_loop_requeue_deferred(gl_loop *loop, int level);
 
 /* ------------------------------------------------------------------ */
 /* signal wake-up (signals.c)                                         */
@@ -443,12 +452,39 @@ gl_exc_is_fatal(PyObject *exc)
     return PyErr_GivenExceptionMatches(exc, PyExc_SystemExit) ||
            PyErr_GivenExceptionMatches(exc, PyExc_KeyboardInterrupt);
 }
-/* loop.call_exception_handler({'message', 'exception', and 'transport',
- * 'protocol', 'socket' when not NULL}); never fails (reports unraisable). */
-void gl_net_report(gl_loop *loop, const char *message, PyObject *exc,
-                   PyObject *transport, PyObject *protocol, PyObject *sock);
-/* Schedules callable(*args) in the next round, as call_soon does. */
-int gl_loop_call_soon(gl_loop *loop, PyObject *callable, PyObject *args);
+/* gl_loop_report_error() with a C string message (and no handle): 0, or
+ * -1 with SystemExit/KeyboardInterrupt set, to be passed on. */
+int gl_net_report(gl_loop *loop, const char *message, PyObject *exc,
+                  PyObject *transport, PyObject *protocol, PyObject *sock);
+/* Schedules callable(*args) in the next round, as call_soon does, in
+ * context (NULL: a copy of the current one). */
+int gl_loop_call_soon(gl_loop *loop, PyObject *callable, PyObject *args,
+                      PyObject *context);
+
+/* Contexts.  As asyncio (3.15 passes it as `context=`), every protocol
+ * call of a transport, listener connection or child watch runs in one
+ * contextvars.Context captured when it was made: each accepted connection
+ * in its own copy of its server's.  Its handles are queued in it; a C
+ * watcher enters it around its protocol calls:
+ *     gl_net_frame f;
+ *     gl_net_enter(loop, ctx, &f);
+ *     rc = ...protocol calls...;
+ *     rc = gl_net_leave(loop, &f, rc);
+ * gl_net_context(context): context itself, or a copy of the current
+ * context for NULL/None (new reference; TypeError if not a Context). */
+PyObject *gl_net_context(PyObject *context);
+typedef struct {
+    PyObject *ctx;               /* entered, NULL if it could not be */
+    PyObject *outer;             /* loop->entered[depth] before */
+    int depth;
+} gl_net_frame;
+/* Never fails: a Context already entered further up the stack (its own
+ * callback started a nested main loop) is not entered again, and the
+ * calls run in the current one. */
+void gl_net_enter(gl_loop *loop, PyObject *ctx, gl_net_frame *f);
+/* Leaves the context; rc is the watcher's result, returned, with its
+ * exception (SystemExit/KeyboardInterrupt) kept. */
+int gl_net_leave(gl_loop *loop, gl_net_frame *f, int rc);
 /* The loop's read buffer (GL_READBUF_SIZE bytes), allocated on first use;
  * NULL with MemoryError set. */
 char *gl_loop_readbuf(gl_loop *loop);
@@ -469,9 +505,10 @@ extern PyType_Spec gl_listener_spec;
 PyTypeObject *gl_stream_make_type(PyObject *module);
 PyTypeObject *gl_udp_make_type(PyObject *module);
 /* A stream transport on a connected non-blocking socket (stream.c).
- * waiter, extra and server may be NULL. */
+ * waiter, extra and server may be NULL; context as gl_net_context(). */
 PyObject *gl_stream_new(gl_loop *loop, PyObject *sock, PyObject *protocol,
-                        PyObject *waiter, PyObject *extra, PyObject *server);
+                        PyObject *waiter, PyObject *extra, PyObject *server,
+                        PyObject *context);
 
 /* ------------------------------------------------------------------ */
 /* what the C transports share (transport.c)                          */
@@ -499,6 +536,7 @@ typedef struct {
     PyObject *fc_low_water; \
     PyObject *fc_protocol_paused; \
     gl_loop *loop; \
+    PyObject *context;           /* every protocol call runs in it */ \
     PyObject *file;              /* socket or pipe; NULL once closed */ \
     PyObject *protocol; \
     PyObject *data_received;     /* protocol's bound methods, on first use */ \
@@ -550,7 +588,8 @@ struct gl_transport_kind {
     int (*read_once)(gl_transport *t);
 };
 
-/* The C watcher of a reading transport (calls kind_ops->handle_events). */
+/* The C watcher of a reading transport: kind_ops->handle_events in the
+ * transport's context. */
 int gl_transport_on_event(gl_loop *loop, PyObject *owner, uint32_t ev);
 int gl_transport_can_read(gl_transport *t);
 /* Reads until the fd is drained (a short read: later data makes a new
@@ -569,9 +608,11 @@ PyObject *gl_transport_resume_reading(PyObject *self, PyObject *unused);
     {"_start_reading", gl_transport_start_reading, METH_NOARGS, NULL}, \
     {"_read_ready", gl_transport_read_ready, METH_NOARGS, NULL}
 
-/* Fills the common fields of a new transport: the loop, the fd, asyncio's
- * default write-buffer limits and, when flow_control, the base's mirrors. */
-int gl_transport_init(gl_transport *t, gl_loop *loop, int fd, int flow_control);
+/* Fills the common fields of a new transport: the loop, the fd, the
+ * context (see gl_net_context), asyncio's default write-buffer limits and,
+ * when flow_control, the base's mirrors. */
+int gl_transport_init(gl_transport *t, gl_loop *loop, int fd, int flow_control,
+                      PyObject *context);
 /* Sets the protocol, forgetting the cached bound methods; with
  * detect_buffered, notes whether it is a BufferedProtocol. */
 int gl_transport_set_protocol(gl_transport *t, PyObject *protocol,
@@ -581,7 +622,8 @@ int gl_transport_set_protocol(gl_transport *t, PyObject *protocol,
 PyObject *gl_transport_protocol_method(gl_transport *t, PyObject **cache,
                                        PyObject *name);
 /* Schedules callable(arg), or callable() when arg is NULL, for the next
- * round; schedule_method does so with the transport's method `name`. */
+ * round, in the transport's context; schedule_method does so with the
+ * transport's method `name`. */
 int gl_transport_schedule_call(gl_transport *t, PyObject *callable, PyObject *arg);
 int gl_transport_schedule_method(gl_transport *t, PyObject *name, PyObject *arg);
 /* connection_made(t), then _start_reading() when start_reading, then the
@@ -595,7 +637,9 @@ void gl_transport_close_file(gl_transport *t);
 /* asyncio's _fatal_error with the current exception: an OSError (with
  * eio_only, only one whose errno is EIO) is only logged in debug mode,
  * anything else goes to the exception handler; then close(t, exc) closes
- * the transport.  -1 only for SystemExit/KeyboardInterrupt, put back. */
+ * the transport.  -1 only for SystemExit/KeyboardInterrupt, put back,
+ * whether the failed call or the exception handler raised it (then, as in
+ * asyncio, the transport is not closed). */
 typedef int (*gl_transport_close_fn)(gl_transport *t, PyObject *exc);
 int gl_transport_fatal_error(gl_transport *t, const char *message, int eio_only,
                              gl_transport_close_fn close);

@@ -152,6 +152,12 @@ requeue_deferred(gl_loop *loop, int level)
     return rc;
 }
 
+int
+gl_loop_requeue_deferred(gl_loop *loop, int level)
+{
+    return requeue_deferred(loop, level);
+}
+
 static void
 deferred_clear(gl_loop *loop)
 {
@@ -230,7 +236,8 @@ check_callback(PyObject *cb, const char *method)
 
 int
 gl_loop_report_error(gl_loop *loop, PyObject *message, PyObject *exc,
-                     gl_handle *h)
+                     gl_handle *h, PyObject *transport, PyObject *protocol,
+                     PyObject *sock)
 {
     gl_state *st = loop->st;
     PyObject *ctx = PyDict_New();
@@ -239,7 +246,10 @@ gl_loop_report_error(gl_loop *loop, PyObject *message, PyObject *exc,
         (exc && PyDict_SetItem(ctx, st->str_exception, exc) < 0) ||
         (h && PyDict_SetItem(ctx, st->str_handle, (PyObject *)h) < 0) ||
         (h && h->source_traceback &&
-         PyDict_SetItem(ctx, st->str_source_traceback, h->source_traceback) < 0)) {
+         PyDict_SetItem(ctx, st->str_source_traceback, h->source_traceback) < 0) ||
+        (transport && PyDict_SetItem(ctx, st->net.s_transport, transport) < 0) ||
+        (protocol && PyDict_SetItem(ctx, st->net.s_protocol, protocol) < 0) ||
+        (sock && PyDict_SetItem(ctx, st->net.s_socket, sock) < 0)) {
         Py_XDECREF(ctx);
         PyErr_WriteUnraisable((PyObject *)loop);
         return 0;

@@ -147,10 +147,11 @@ gl_future_done(gl_state *st, PyObject *fut)
 }
 
 int
-gl_loop_call_soon(gl_loop *loop, PyObject *callable, PyObject *args)
+gl_loop_call_soon(gl_loop *loop, PyObject *callable, PyObject *args,
+                  PyObject *context)
 {
     gl_handle *h = gl_handle_new(loop->st, (PyObject *)loop, callable, args,
-                                 NULL);
+                                 context);
     if (h == NULL) {
         return -1;
     }
@@ -193,34 +194,82 @@ gl_sock_fileno(gl_state *st, PyObject *sock)
 }
 
 /* ------------------------------------------------------------------ */
-/* errors                                                             */
+/* contexts                                                           */
+
+PyObject *
+gl_net_context(PyObject *context)
+{
+    if (context == NULL || context == Py_None) {
+        return PyContext_CopyCurrent();
+    }
+    if (!PyContext_CheckExact(context)) {
+        PyErr_Format(PyExc_TypeError,
+                     "context must be a contextvars.Context object, not %.200s",
+                     Py_TYPE(context)->tp_name);
+        return NULL;
+    }
+    return Py_NewRef(context);
+}
 
 void
+gl_net_enter(gl_loop *loop, PyObject *ctx, gl_net_frame *f)
+{
+    f->depth = loop->dispatch_depth;
+    f->ctx = NULL;
+    if (ctx == NULL) {
+        return;  /* its owner was cleared by the GC: no context any more */
+    }
+    if (PyContext_Enter(ctx) < 0) {
+        /* Entered further up the stack: a callback running in it (say
+         * connection_made) started a nested main loop that dispatches us.
+         * The call runs where we are rather than not at all. */
+        PyErr_Clear();
+        return;
+    }
+    f->ctx = ctx;
+    if (f->depth <= GL_MAX_DEPTH) {
+        /* Handles of this context that a nested main loop meets must wait
+         * until we return, as for a handle running in it (run_round). */
+        f->outer = loop->entered[f->depth];
+        loop->entered[f->depth] = ctx;
+    }
+}
+
+int
+gl_net_leave(gl_loop *loop, gl_net_frame *f, int rc)
+{
+    if (f->ctx == NULL) {
+        return rc;
+    }
+    if (f->depth <= GL_MAX_DEPTH) {
+        loop->entered[f->depth] = f->outer;
+    }
+    PyObject *exc = gl_err_fetch();  /* SystemExit/KeyboardInterrupt */
+    if (PyContext_Exit(f->ctx) < 0 ||
+        (loop->deferred_size > 0 && gl_loop_requeue_deferred(loop, f->depth) < 0)) {
+        PyErr_WriteUnraisable((PyObject *)loop);
+    }
+    if (exc != NULL) {
+        gl_err_restore(exc);
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* errors                                                             */
+
+int
 gl_net_report(gl_loop *loop, const char *message, PyObject *exc,
               PyObject *transport, PyObject *protocol, PyObject *sock)
 {
-    gl_state *st = loop->st;
-    PyObject *ctx = PyDict_New();
     PyObject *msg = PyUnicode_FromString(message);
-    if (ctx == NULL || msg == NULL ||
-        PyDict_SetItem(ctx, st->str_message, msg) < 0 ||
-        (exc && PyDict_SetItem(ctx, st->str_exception, exc) < 0) ||
-        (transport && PyDict_SetItem(ctx, st->net.s_transport, transport) < 0) ||
-        (protocol && PyDict_SetItem(ctx, st->net.s_protocol, protocol) < 0) ||
-        (sock && PyDict_SetItem(ctx, st->net.s_socket, sock) < 0)) {
-        Py_XDECREF(ctx);
-        Py_XDECREF(msg);
+    if (msg == NULL) {
         PyErr_WriteUnraisable((PyObject *)loop);
-        return;
+        return 0;
     }
+    int rc = gl_loop_report_error(loop, msg, exc, NULL, transport, protocol, sock);
     Py_DECREF(msg);
-    PyObject *r = PyObject_CallMethodOneArg((PyObject *)loop,
-                                            st->str_call_exception_handler, ctx);
-    Py_DECREF(ctx);
-    if (r == NULL) {
-        PyErr_WriteUnraisable((PyObject *)loop);
-    }
-    Py_XDECREF(r);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ */

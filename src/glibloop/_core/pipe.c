@@ -542,7 +542,8 @@ pipe_new(gl_loop *loop, int is_writer, PyObject *pipe, PyObject *protocol,
     }
     t->is_writer = is_writer;
     t->kind_ops = &pipe_kind;
-    if (gl_transport_init(T(t), loop, fd, is_writer) < 0 || classify_fd(t) < 0 || set_protocol(t, protocol) < 0 ||
+    if (gl_transport_init(T(t), loop, fd, is_writer, NULL) < 0 || classify_fd(t) < 0 ||
+        set_protocol(t, protocol) < 0 ||
         make_extra(t, pipe, extra) < 0) {
         goto fail;
     }
@@ -777,11 +778,4 @@ gl_pipe_make_types(PyObject *module, gl_state *st)
         return -1;
     }
     return 0;
-}
-
-PyObject *
-gl_pipe_new(gl_loop *loop, int is_writer, PyObject *pipe, PyObject *protocol,
-            PyObject *waiter, PyObject *extra)
-{
-    return pipe_new(loop, is_writer, pipe, protocol, waiter, extra);
 }

@@ -20,7 +20,10 @@
  * A loop closed while its children still run hands them to the reaper: one
  * GLib thread, started on first use, that waits for them and reaps them so
  * that none is left a zombie.  Their callbacks are not called (the loop is
- * gone); asyncio's transports report them as still running. */
+ * gone); asyncio's transports report them as still running.
+ *
+ * The callback runs in the context that was current when the watch began
+ * (a copy of it), as a transport's protocol calls do. */
 #include "internal.h"
 
 #include <errno.h>
@@ -40,6 +43,7 @@ typedef struct gl_child {
     PyObject_HEAD
     gl_loop *loop;               /* strong, until the watch ends */
     PyObject *callback;          /* NULL once called or the watch ended */
+    PyObject *context;           /* the callback runs in it */
     gl_state *st;
     struct gl_child *next;       /* in st->proc.children while linked */
     struct gl_child *prev;
@@ -325,15 +329,8 @@ deliver(gl_child *c, PyObject *returncode)
                 rc = -1;
             }
             else {
-                PyObject *msg = PyUnicode_FromString(
-                    "Exception in callback of a child process watch");
-                if (msg != NULL) {
-                    gl_loop_report_error(loop, msg, exc, NULL);
-                    Py_DECREF(msg);
-                }
-                else {
-                    PyErr_WriteUnraisable((PyObject *)c);
-                }
+                rc = gl_net_report(loop, "Exception in callback of a child process watch",
+                                   exc, NULL, NULL, NULL);
                 Py_XDECREF(exc);
             }
         }
@@ -345,8 +342,7 @@ deliver(gl_child *c, PyObject *returncode)
 }
 
 static int
-child_on_event(gl_loop *Py_UNUSED(loop), PyObject *owner,
-               uint32_t Py_UNUSED(ev))
+child_on_event(gl_loop *loop, PyObject *owner, uint32_t Py_UNUSED(ev))
 {
     gl_child *c = (gl_child *)owner;
     int returncode;
@@ -367,7 +363,11 @@ child_on_event(gl_loop *Py_UNUSED(loop), PyObject *owner,
         c->exited = 1;  /* gone: nothing is left to reap */
         c->returncode = 255;
     }
-    int rc = deliver(c, rc_obj);
+    PyObject *context = Py_NewRef(c->context);  /* deliver() may drop c's */
+    gl_net_frame f;
+    gl_net_enter(loop, context, &f);
+    int rc = gl_net_leave(loop, &f, deliver(c, rc_obj));
+    Py_DECREF(context);
     Py_XDECREF(rc_obj);
     return rc;
 }
@@ -392,7 +392,8 @@ child_glib_exited(GPid Py_UNUSED(pid), gint status, gpointer data)
     unlink_child(c);
     if (callback != NULL && c->loop != NULL && !c->loop->closed) {
         PyObject *args = Py_BuildValue("(i)", c->returncode);
-        if (args == NULL || gl_loop_call_soon(c->loop, callback, args) < 0) {
+        if (args == NULL ||
+            gl_loop_call_soon(c->loop, callback, args, c->context) < 0) {
             PyErr_WriteUnraisable((PyObject *)c);
         }
         Py_XDECREF(args);
@@ -452,6 +453,11 @@ loop_watch_child(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs)
     c->st = st;
     c->loop = (gl_loop *)Py_NewRef(loop);
     c->callback = Py_NewRef(args[1]);
+    c->context = PyContext_CopyCurrent();
+    if (c->context == NULL) {
+        Py_DECREF(c);
+        return NULL;
+    }
     c->pid = (pid_t)pid;
     c->pidfd = st->proc.no_pidfd ? (errno = ENOSYS, -1) : pidfd_open_child(c->pid);
     if (c->pidfd >= 0) {
@@ -467,7 +473,7 @@ loop_watch_child(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs)
         c->exited = 1;
         c->returncode = 255;
         PyObject *cbargs = PyTuple_Pack(1, Py_None);
-        int rc = cbargs ? gl_loop_call_soon(loop, c->callback, cbargs) : -1;
+        int rc = cbargs ? gl_loop_call_soon(loop, c->callback, cbargs, c->context) : -1;
         Py_XDECREF(cbargs);
         Py_CLEAR(c->callback);
         if (rc < 0) {
@@ -573,6 +579,7 @@ child_traverse(gl_child *c, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(c));
     Py_VISIT(c->loop);
     Py_VISIT(c->callback);
+    Py_VISIT(c->context);
     return 0;
 }
 
@@ -580,6 +587,7 @@ static int
 child_clear(gl_child *c)
 {
     Py_CLEAR(c->callback);
+    Py_CLEAR(c->context);
     return 0;
 }
 
@@ -594,6 +602,7 @@ child_dealloc(gl_child *c)
     /* Only a loop torn down without close() drops a live watch. */
     stop_watching(c, 1);
     Py_CLEAR(c->callback);
+    Py_CLEAR(c->context);
     Py_CLEAR(c->loop);
     tp->tp_free(c);
     Py_DECREF(tp);

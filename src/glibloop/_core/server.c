@@ -2,7 +2,10 @@
  * socket (level-triggered, so connections left in the backlog after a
  * batch wake it again).  Each event accepts up to `backlog` connections
  * with accept4(), makes the socket object, calls the protocol factory and
- * creates the C stream transport, all without a Handle or a Task.
+ * creates the C stream transport, all without a Handle or a Task.  Each
+ * connection gets its own copy of the listener's context (the Server's on
+ * 3.15, else the one current when serving started): the factory and every
+ * protocol call of the connection run in it, as in asyncio.
  *
  * The Server object itself is asyncio's (base_events.Server): it calls
  * loop._start_serving() and loop._stop_serving(), which are here. */
@@ -26,6 +29,7 @@ typedef struct {
     PyObject *shutdown_timeout;
     PyObject *family, *type, *proto; /* for the accepted socket objects */
     PyObject *retry;                 /* TimerHandle while paused by EMFILE */
+    PyObject *context;               /* copied for each connection */
     int fd;
     int backlog;
     int watching;
@@ -71,7 +75,7 @@ cancel_retry(gl_listener *l)
 /* EMFILE and friends: the pending connection stays in the backlog and the
  * level-triggered fd would wake us at once, forever.  Step out of the
  * epoll set for a second, as asyncio does, and report it. */
-static void
+static int
 out_of_resources(gl_listener *l)
 {
     PyObject *exc = gl_err_fetch();
@@ -79,10 +83,13 @@ out_of_resources(gl_listener *l)
     if (trsock == NULL) {
         PyErr_WriteUnraisable((PyObject *)l);
     }
-    gl_net_report(l->loop, "socket.accept() out of system resource", exc, NULL,
-                  NULL, trsock);
+    int rc = gl_net_report(l->loop, "socket.accept() out of system resource", exc,
+                           NULL, NULL, trsock);
     Py_XDECREF(trsock);
     Py_XDECREF(exc);
+    if (rc < 0) {
+        return -1;  /* the handler's SystemExit/KeyboardInterrupt, as asyncio */
+    }
     unwatch(l);
     PyObject *resume = PyObject_GetAttr((PyObject *)l, l->loop->st->net.s__resume_accepting);
     PyObject *handle = resume ? PyObject_CallMethod((PyObject *)l->loop, "call_later",
@@ -91,9 +98,10 @@ out_of_resources(gl_listener *l)
     Py_XDECREF(resume);
     if (handle == NULL) {
         PyErr_WriteUnraisable((PyObject *)l);
-        return;
+        return 0;
     }
     Py_XSETREF(l->retry, handle);
+    return 0;
 }
 
 static PyObject *
@@ -115,12 +123,13 @@ report_setup_error(gl_listener *l, PyObject *protocol)
         gl_err_restore(exc);
         return -1;
     }
+    int rc = 0;
     if (l->loop->debug) {
-        gl_net_report(l->loop, "Error on transport creation for incoming connection",
-                      exc, NULL, protocol, NULL);
+        rc = gl_net_report(l->loop, "Error on transport creation for incoming connection",
+                           exc, NULL, protocol, NULL);
     }
     Py_XDECREF(exc);
-    return 0;
+    return rc;
 }
 
 static PyObject *
@@ -154,10 +163,28 @@ make_socket(gl_listener *l, int fd)
     return sock;
 }
 
-/* One accepted connection: socket object, protocol, transport.  -1 only
- * for SystemExit/KeyboardInterrupt. */
+/* A connection that could not be set up: reported as asyncio does, and
+ * closed.  -1 only for SystemExit/KeyboardInterrupt (raised by the set-up
+ * or by the exception handler), kept across the close. */
 static int
-serve_one(gl_listener *l, int fd, struct sockaddr_storage *ss, socklen_t sslen)
+abandon(gl_listener *l, PyObject *conn, PyObject *protocol)
+{
+    int rc = report_setup_error(l, protocol);
+    PyObject *fatal = rc < 0 ? gl_err_fetch() : NULL;
+    PyObject *c = PyObject_CallMethodNoArgs(conn, l->loop->st->net.s_close);
+    Py_XDECREF(c);
+    PyErr_Clear();
+    if (fatal != NULL) {
+        gl_err_restore(fatal);
+    }
+    return rc;
+}
+
+/* One accepted connection, in its context: socket object, protocol,
+ * transport.  -1 only for SystemExit/KeyboardInterrupt. */
+static int
+set_up(gl_listener *l, int fd, struct sockaddr_storage *ss, socklen_t sslen,
+       PyObject *context)
 {
     gl_loop *loop = l->loop;
     gl_net_state *n = &loop->st->net;
@@ -166,13 +193,14 @@ serve_one(gl_listener *l, int fd, struct sockaddr_storage *ss, socklen_t sslen)
         close(fd);
         return report_setup_error(l, NULL);
     }
+    PyObject *protocol = NULL, *transport = NULL, *extra = NULL;
     PyObject *addr = gl_sockaddr_to_py(ss, sslen);
     if (addr == NULL && !PyErr_Occurred()) {
         addr = PyObject_CallMethodNoArgs(conn, n->s_getpeername);
     }
-    PyObject *extra = addr ? PyDict_New() : NULL;
+    extra = addr ? PyDict_New() : NULL;
     if (extra == NULL || PyDict_SetItem(extra, n->s_peername, addr) < 0) {
-        goto fail;
+        goto done;
     }
     if (loop->debug) {
         PyObject *r = PyObject_CallMethod(n->logger, "debug", "sOOO",
@@ -180,51 +208,46 @@ serve_one(gl_listener *l, int fd, struct sockaddr_storage *ss, socklen_t sslen)
                                           l->server, addr, conn);
         Py_XDECREF(r);
         if (r == NULL) {
-            goto fail;
+            goto done;
         }
     }
-    PyObject *protocol = PyObject_CallNoArgs(l->protocol_factory);
+    protocol = PyObject_CallNoArgs(l->protocol_factory);
     if (protocol == NULL) {
-        goto fail;
+        goto done;
     }
-    PyObject *transport;
     if (l->sslcontext != Py_None) {
         transport = PyObject_CallMethod((PyObject *)loop, "_accept_ssl_connection",
-                                        "OOOOOOO", protocol, conn, extra, l->sslcontext,
+                                        "OOOOOOOO", protocol, conn, extra, l->sslcontext,
                                         l->server, l->handshake_timeout,
-                                        l->shutdown_timeout);
+                                        l->shutdown_timeout, context);
     }
     else {
-        transport = gl_stream_new(loop, conn, protocol, NULL, extra, l->server);
+        transport = gl_stream_new(loop, conn, protocol, NULL, extra, l->server,
+                                  context);
     }
-    if (transport == NULL) {
-        int rc = report_setup_error(l, protocol);
-        Py_DECREF(protocol);
-        PyObject *c = PyObject_CallMethodNoArgs(conn, n->s_close);
-        Py_XDECREF(c);
-        PyErr_Clear();
-        Py_XDECREF(extra);
-        Py_XDECREF(addr);
-        Py_DECREF(conn);
-        return rc;
-    }
-    Py_DECREF(transport);
-    Py_DECREF(protocol);
-    Py_DECREF(extra);
-    Py_DECREF(addr);
+done:;
+    int rc = transport ? 0 : abandon(l, conn, protocol);
+    Py_XDECREF(transport);
+    Py_XDECREF(protocol);
+    Py_XDECREF(extra);
+    Py_XDECREF(addr);
     Py_DECREF(conn);
-    return 0;
-fail:
-    {
-        int rc = report_setup_error(l, NULL);
-        PyObject *c = PyObject_CallMethodNoArgs(conn, n->s_close);
-        Py_XDECREF(c);
-        PyErr_Clear();
-        Py_XDECREF(extra);
-        Py_XDECREF(addr);
-        Py_DECREF(conn);
-        return rc;
+    return rc;
+}
+
+static int
+serve_one(gl_listener *l, int fd, struct sockaddr_storage *ss, socklen_t sslen)
+{
+    PyObject *context = PyContext_Copy(l->context);
+    if (context == NULL) {
+        close(fd);
+        return report_setup_error(l, NULL);
     }
+    gl_net_frame f;
+    gl_net_enter(l->loop, context, &f);
+    int rc = gl_net_leave(l->loop, &f, set_up(l, fd, ss, sslen, context));
+    Py_DECREF(context);
+    return rc;
 }
 
 static int
@@ -244,15 +267,14 @@ listener_on_event(gl_loop *Py_UNUSED(loop), PyObject *owner, uint32_t Py_UNUSED(
             }
             PyErr_SetFromErrno(PyExc_OSError);
             if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
-                out_of_resources(l);
-                return 0;
+                return out_of_resources(l);
             }
             /* asyncio lets the loop log it as a failed callback. */
             PyObject *exc = gl_err_fetch();
-            gl_net_report(l->loop, "Error on accepting a connection", exc, NULL, NULL,
-                          NULL);
+            int rc = gl_net_report(l->loop, "Error on accepting a connection", exc,
+                                   NULL, NULL, NULL);
             Py_XDECREF(exc);
-            return 0;
+            return rc;
         }
         if (serve_one(l, fd, &ss, sslen) < 0) {
             return -1;
@@ -279,22 +301,26 @@ loop_start_serving(gl_loop *loop, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"protocol_factory", "sock", "sslcontext", "server",
                              "backlog", "ssl_handshake_timeout",
-                             "ssl_shutdown_timeout", NULL};
+                             "ssl_shutdown_timeout", "context", NULL};
     PyObject *factory, *sock, *sslcontext = Py_None, *server = Py_None;
-    PyObject *hs = Py_None, *sd = Py_None;
+    PyObject *hs = Py_None, *sd = Py_None, *context = Py_None;
     int backlog = 100;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|OOiOO:_start_serving", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|OOiOOO:_start_serving", kwlist,
                                      &factory, &sock, &sslcontext, &server, &backlog,
-                                     &hs, &sd) ||
+                                     &hs, &sd, &context) ||
         gl_loop_check_not_closed(loop) < 0) {
         return NULL;
     }
-    int fd = gl_sock_fileno(loop->st, sock);
-    if (fd == -2) {
+    context = gl_net_context(context);
+    if (context == NULL) {
         return NULL;
     }
+    int fd = gl_sock_fileno(loop->st, sock);
     if (fd < 0) {
-        PyErr_SetString(PyExc_ValueError, "Invalid file descriptor: -1");
+        if (fd == -1) {
+            PyErr_SetString(PyExc_ValueError, "Invalid file descriptor: -1");
+        }
+        Py_DECREF(context);
         return NULL;
     }
     gl_net_state *n = &loop->st->net;
@@ -309,8 +335,10 @@ loop_start_serving(gl_loop *loop, PyObject *args, PyObject *kwds)
     }
     gl_listener *l = PyObject_GC_New(gl_listener, n->ListenerType);
     if (l == NULL) {
+        Py_DECREF(context);
         return NULL;
     }
+    l->context = context;
     l->loop = (gl_loop *)Py_NewRef(loop);
     l->sock = Py_NewRef(sock);
     l->protocol_factory = Py_NewRef(factory);
@@ -359,8 +387,10 @@ PyMethodDef gl_server_methods[] = {
     {"_start_serving", (PyCFunction)(void (*)(void))loop_start_serving,
      METH_VARARGS | METH_KEYWORDS,
      PyDoc_STR("_start_serving(protocol_factory, sock, sslcontext=None, server=None, "
-               "backlog=100, ssl_handshake_timeout=None, ssl_shutdown_timeout=None)"
-               "\n--\n\nAccept connections on sock in C (asyncio.Server calls this).")},
+               "backlog=100, ssl_handshake_timeout=None, ssl_shutdown_timeout=None, "
+               "context=None)\n--\n\nAccept connections on sock in C (asyncio.Server "
+               "calls this); each one is served in a copy of context (default: of "
+               "the current one).")},
     {"_stop_serving", (PyCFunction)loop_stop_serving, METH_O,
      PyDoc_STR("Stop accepting on sock and close it.")},
     {NULL, NULL, 0, NULL},
@@ -384,6 +414,7 @@ listener_traverse(gl_listener *l, visitproc visit, void *arg)
     Py_VISIT(l->type);
     Py_VISIT(l->proto);
     Py_VISIT(l->retry);
+    Py_VISIT(l->context);
     return 0;
 }
 
@@ -400,6 +431,7 @@ listener_clear(gl_listener *l)
     Py_CLEAR(l->type);
     Py_CLEAR(l->proto);
     Py_CLEAR(l->retry);
+    Py_CLEAR(l->context);
     Py_CLEAR(l->loop);
     return 0;
 }

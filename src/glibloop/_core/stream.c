@@ -518,7 +518,8 @@ set_nodelay(gl_stream *t)
 
 PyObject *
 gl_stream_new(gl_loop *loop, PyObject *sock, PyObject *protocol,
-              PyObject *waiter, PyObject *extra, PyObject *server)
+              PyObject *waiter, PyObject *extra, PyObject *server,
+              PyObject *context)
 {
     gl_state *st = loop->st;
     if (gl_loop_check_not_closed(loop) < 0) {
@@ -539,7 +540,8 @@ gl_stream_new(gl_loop *loop, PyObject *sock, PyObject *protocol,
     }
     t->file = Py_NewRef(sock);
     t->kind_ops = &stream_kind;
-    if (gl_transport_init(T(t), loop, fd, 1) < 0 || set_protocol(t, protocol) < 0 ||
+    if (gl_transport_init(T(t), loop, fd, 1, context) < 0 ||
+        set_protocol(t, protocol) < 0 ||
         (t->extra = gl_transport_extra(st, sock, extra)) == NULL ||
         set_nodelay(t) < 0) {
         goto fail;
@@ -579,22 +581,25 @@ fail:
 static PyObject *
 loop_make_socket_transport(gl_loop *loop, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"sock", "protocol", "waiter", "extra", "server", NULL};
+    static char *kwlist[] = {"sock", "protocol", "waiter", "extra", "server",
+                             "context", NULL};
     PyObject *sock, *protocol, *waiter = Py_None, *extra = Py_None,
-             *server = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|O$OO:_make_socket_transport",
+             *server = Py_None, *context = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|O$OOO:_make_socket_transport",
                                      kwlist, &sock, &protocol, &waiter, &extra,
-                                     &server)) {
+                                     &server, &context)) {
         return NULL;
     }
-    return gl_stream_new(loop, sock, protocol, waiter, extra, server);
+    return gl_stream_new(loop, sock, protocol, waiter, extra, server, context);
 }
 
 PyMethodDef gl_stream_methods[] = {
     {"_make_socket_transport", (PyCFunction)(void (*)(void))loop_make_socket_transport,
      METH_VARARGS | METH_KEYWORDS,
      PyDoc_STR("_make_socket_transport(sock, protocol, waiter=None, *, extra=None, "
-               "server=None)\n--\n\nA C stream transport on a connected socket.")},
+               "server=None, context=None)\n--\n\nA C stream transport on a connected "
+               "socket; its protocol is called in context (default: a copy of the "
+               "current one).")},
     {NULL, NULL, 0, NULL},
 };
 

@@ -63,10 +63,15 @@ mirror_limits(gl_transport *t)
 }
 
 int
-gl_transport_init(gl_transport *t, gl_loop *loop, int fd, int flow_control)
+gl_transport_init(gl_transport *t, gl_loop *loop, int fd, int flow_control,
+                  PyObject *context)
 {
     t->loop = (gl_loop *)Py_NewRef(loop);
     t->fd = fd;
+    t->context = gl_net_context(context);
+    if (t->context == NULL) {
+        return -1;
+    }
     t->high_water = GL_TRANSPORT_HIGH_WATER;
     t->low_water = GL_TRANSPORT_HIGH_WATER / 4;
     if (flow_control) {
@@ -111,7 +116,7 @@ gl_transport_schedule_call(gl_transport *t, PyObject *callable, PyObject *arg)
         return -1;
     }
     PyObject *args = arg ? PyTuple_Pack(1, arg) : PyTuple_New(0);
-    int rc = args ? gl_loop_call_soon(t->loop, callable, args) : -1;
+    int rc = args ? gl_loop_call_soon(t->loop, callable, args, t->context) : -1;
     Py_XDECREF(args);
     return rc;
 }
@@ -149,7 +154,9 @@ gl_transport_schedule_start(gl_transport *t, PyObject *waiter, int start_reading
         return 0;
     }
     PyObject *args = PyTuple_Pack(2, waiter, Py_None);
-    rc = args ? gl_loop_call_soon(t->loop, n->set_result_unless_cancelled, args) : -1;
+    rc = args ? gl_loop_call_soon(t->loop, n->set_result_unless_cancelled, args,
+                                  t->context)
+              : -1;
     Py_XDECREF(args);
     return rc;
 }
@@ -337,16 +344,10 @@ gl_transport_read_loop(gl_transport *t)
     return 0;
 }
 
-int
-gl_transport_on_event(gl_loop *Py_UNUSED(loop), PyObject *owner, uint32_t ev)
+/* The events, and those that arrive meanwhile, in the current context. */
+static int
+handle_events(gl_transport *t, uint32_t ev)
 {
-    gl_transport *t = GL_TRANSPORT(owner);
-    if (t->busy) {
-        /* A protocol callback of ours runs a nested main loop: handle this
-         * when it returns, never re-enter the protocol. */
-        t->deferred |= ev;
-        return 0;
-    }
     t->busy = 1;
     int rc;
     for (;;) {
@@ -359,6 +360,21 @@ gl_transport_on_event(gl_loop *Py_UNUSED(loop), PyObject *owner, uint32_t ev)
     }
     t->busy = 0;
     return rc;
+}
+
+int
+gl_transport_on_event(gl_loop *loop, PyObject *owner, uint32_t ev)
+{
+    gl_transport *t = GL_TRANSPORT(owner);
+    if (t->busy) {
+        /* A protocol callback of ours runs a nested main loop: handle this
+         * when it returns, never re-enter the protocol. */
+        t->deferred |= ev;
+        return 0;
+    }
+    gl_net_frame f;
+    gl_net_enter(loop, t->context, &f);
+    return gl_net_leave(loop, &f, handle_events(t, ev));
 }
 
 PyObject *
@@ -377,10 +393,11 @@ gl_transport_read_ready(PyObject *self, PyObject *Py_UNUSED(unused))
     int rc = gl_transport_read_loop(t);
     t->busy = 0;
     if (rc == 0 && t->deferred) {
+        /* a handle queued in the transport's context: already in it */
         uint32_t ev = t->deferred;
         t->deferred = 0;
         Py_INCREF(t);
-        rc = gl_transport_on_event(t->loop, self, ev);
+        rc = handle_events(t, ev);
         Py_DECREF(t);
     }
     if (rc < 0) {
@@ -471,8 +488,13 @@ gl_transport_fatal_error(gl_transport *t, const char *message, int eio_only,
         return -1;
     }
     Py_INCREF(t);
-    if (!is_quiet(exc, eio_only)) {
-        gl_net_report(t->loop, message, exc, (PyObject *)t, t->protocol, NULL);
+    if (!is_quiet(exc, eio_only) &&
+        gl_net_report(t->loop, message, exc, (PyObject *)t, t->protocol, NULL) < 0) {
+        /* The handler raised SystemExit/KeyboardInterrupt: as asyncio's
+         * _fatal_error, it propagates before the transport is closed. */
+        Py_DECREF(exc);
+        Py_DECREF(t);
+        return -1;
     }
     else if (t->loop->debug) {
         PyObject *r = PyObject_CallMethod(net(t)->logger, "debug", "sOs", "%r: %s",
@@ -772,10 +794,12 @@ call_protocol_hook(gl_transport *t, PyObject *name, const char *message)
             Py_DECREF(proto);
             return -1;
         }
-        gl_net_report(t->loop, message, exc, (PyObject *)t, proto, NULL);
+        int rc = gl_net_report(t->loop, message, exc, (PyObject *)t, proto, NULL);
         Py_DECREF(exc);
+        Py_DECREF(proto);
+        return rc;
     }
-    Py_XDECREF(r);
+    Py_DECREF(r);
     Py_DECREF(proto);
     return 0;
 }
@@ -817,6 +841,7 @@ gl_transport_traverse(gl_transport *t, visitproc visit, void *arg)
     Py_VISIT(t->fc_low_water);
     Py_VISIT(t->fc_protocol_paused);
     Py_VISIT(t->loop);
+    Py_VISIT(t->context);
     Py_VISIT(t->file);
     Py_VISIT(t->protocol);
     Py_VISIT(t->data_received);
@@ -842,6 +867,7 @@ gl_transport_clear(gl_transport *t)
     Py_CLEAR(t->buffer_updated);
     gl_wq_clear(t);
     Py_CLEAR(t->file);
+    Py_CLEAR(t->context);
     Py_CLEAR(t->loop);
 }
 

@@ -216,10 +216,11 @@ read_one(gl_udp *t)
             gl_err_restore(exc);
             return -1;
         }
-        gl_net_report(t->loop, "Fatal error: protocol.datagram_received() call failed.",
-                      exc, (PyObject *)t, t->protocol, NULL);
+        int rc = gl_net_report(t->loop,
+                               "Fatal error: protocol.datagram_received() call failed.",
+                               exc, (PyObject *)t, t->protocol, NULL);
         Py_DECREF(exc);
-        return 1;
+        return rc < 0 ? -1 : 1;
     }
     Py_DECREF(r);
     return 1;
@@ -346,9 +347,8 @@ write_ready(gl_udp *t)
 }
 
 static int
-udp_on_event(gl_loop *Py_UNUSED(loop), PyObject *owner, uint32_t ev)
+handle_events(gl_udp *t, uint32_t ev)
 {
-    gl_udp *t = (gl_udp *)owner;
     if ((ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && t->q_len > 0 &&
         write_ready(t) < 0) {
         return -1;
@@ -364,6 +364,15 @@ udp_on_event(gl_loop *Py_UNUSED(loop), PyObject *owner, uint32_t ev)
         }
     }
     return 0;
+}
+
+static int
+udp_on_event(gl_loop *loop, PyObject *owner, uint32_t ev)
+{
+    gl_udp *t = (gl_udp *)owner;
+    gl_net_frame f;
+    gl_net_enter(loop, t->context, &f);
+    return gl_net_leave(loop, &f, handle_events(t, ev));
 }
 
 /* ------------------------------------------------------------------ */
@@ -559,7 +568,7 @@ loop_make_datagram_transport(gl_loop *loop, PyObject *args, PyObject *kwds)
     }
     t->file = Py_NewRef(sock);
     t->protocol = Py_NewRef(protocol);
-    if (gl_transport_init(T(t), loop, fd, 1) < 0) {
+    if (gl_transport_init(T(t), loop, fd, 1, NULL) < 0) {
         goto fail;
     }
     if (address != Py_None) {
