@@ -44,7 +44,7 @@ demo: build
 	$(PY) examples/demo.py
 
 test-fast: build
-	cd tests && ../$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) .
+	cd tests && ../$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-asan: $(VENV)/.deps
 	tools/asan-run.sh $(PY) $(PYTEST_ARGS)

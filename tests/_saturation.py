@@ -24,10 +24,14 @@ class Saturation:
 
         async def pour(reader, writer):
             block = b"d" * 65536
-            while self.running:
-                writer.write(block)
-                await writer.drain()
-            writer.close()
+            try:
+                while self.running:
+                    writer.write(block)
+                    await writer.drain()
+            except ConnectionError:
+                pass  # the drinker was cancelled and hung up
+            finally:
+                writer.close()
 
         async def client(addr):
             reader, writer = await asyncio.open_connection(*addr)
@@ -40,9 +44,13 @@ class Saturation:
 
         async def drink(addr):
             reader, writer = await asyncio.open_connection(*addr)
-            while self.running:
-                self.bytes_read += len(await reader.read(65536))
-            writer.close()
+            try:
+                while self.running:
+                    self.bytes_read += len(await reader.read(65536))
+            finally:
+                # also when cancelled: from 3.12 on the server's
+                # wait_closed() waits for its connections to close
+                writer.close()
 
         async def one():
             await asyncio.sleep(0)

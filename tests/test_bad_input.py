@@ -267,21 +267,33 @@ EXPECTED = {
     **{
         ("write pipe", "write", 0, value): (
             "AssertionError: .*",
-            r"TypeError: data argument must be a bytes-like object, not '.*'",
+            r"TypeError: data argument must be a "
+            r"(bytes-like|bytes, bytearray, or memoryview) object, not '.*'",
         )
         for value in BAD
         if value != "bytes"
     },
 }
-if sys.version_info[:2] == (3, 12):
-    # 3.12.1's stream transport: writelines(None) returns at its emptiness
-    # test, wraps each item in a memoryview (its own TypeError), and after
-    # close() it calls the _write_ready it set to None.
+# Differences allowed where the outcomes differ at all (the same patterns
+# as EXPECTED), for rules that cover whole families of values.
+EXPECTED_IF_DIFFERENT = {}
+if sys.version_info >= (3, 12):
+    # 3.12's stream transport got a writelines() of its own (3.11 joins the
+    # list and writes it): it returns at its emptiness test (None, 0 pass),
+    # iterates the argument itself (its own TypeError for a number) and
+    # wraps each item in a memoryview (its own TypeError for items that are
+    # not bytes-like: those of a str, of bytes, ...).
     EXPECTED[("stream", "writelines", 0, "None")] = ("ok: None", "TypeError: can only join an iterable")
-    EXPECTED[("stream", "writelines", 0, "str")] = (
-        "TypeError: memoryview: a bytes-like object is required, not 'str'",
-        "TypeError: sequence item 0: expected a bytes-like object, str found",
-    )
+    for value in BAD:
+        EXPECTED_IF_DIFFERENT[("stream", "writelines", 0, value)] = (
+            r"TypeError: memoryview: a bytes-like object is required, not '\w+'"
+            r"|TypeError: '\w+' object is not iterable|ok: None",
+            r"TypeError: sequence item 0: expected a bytes-like object, \w+ found"
+            r"|TypeError: can only join an iterable",
+        )
+if (3, 12) <= sys.version_info < (3, 14):
+    # after close() it calls the _write_ready it set to None (3.14 returns
+    # first, having counted a write after the connection was lost).
     EXPECTED[("stream", "writelines", "after close")] = (
         "TypeError: 'NoneType' object is not callable",
         "ok: None",
@@ -395,8 +407,10 @@ def check(key, call):
     outcomes = {loop: run_call(factory, call) for loop, factory in LOOPS.items()}
     expected = EXPECTED.get(key)
     if expected is None:
-        assert outcomes["glibloop"] == outcomes["asyncio"], key
-        return
+        if outcomes["glibloop"] == outcomes["asyncio"]:
+            return
+        expected = EXPECTED_IF_DIFFERENT.get(key)
+        assert expected is not None, (key, outcomes)
     # a known difference: each loop gives its own outcome, asserted
     for loop, pattern in zip(LOOPS, expected):
         assert re.fullmatch(pattern, outcomes[loop]), (key, loop, outcomes[loop])

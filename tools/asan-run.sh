@@ -34,4 +34,4 @@ env LD_PRELOAD="$LIBASAN" PYTHONMALLOC=malloc PYTHONPATH="$STAGE" \
     GLIBLOOP_EXPECT_BUILD=asan \
     ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1:detect_stack_use_after_return=0 \
     UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-    "$PY" -m pytest -q -p no:cacheprovider "$@" .
+    "$PY" -m pytest -q -p no:cacheprovider "$@"

@@ -27,4 +27,4 @@ PATH="$VENV/bin:$PATH" "$VENV/bin/python" -m pip install -q --no-build-isolation
     -Cbuild-dir="build/release-$V" -Csetup-args=-Dwerror=true .
 echo "== the suite on $("$VENV/bin/python" -VV | head -1)"
 cd tests
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@" .
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"

@@ -669,8 +669,15 @@ gl_transport_check_data(PyObject *data)
     if (PyBytes_Check(data) || PyByteArray_Check(data) || PyMemoryView_Check(data)) {
         return 0;
     }
+    /* asyncio's stream transport words it so from 3.14 on */
+#if PY_VERSION_HEX >= 0x030E0000
+    PyErr_Format(PyExc_TypeError,
+                 "data argument must be a bytes, bytearray, or memoryview object, not '%s'",
+                 _PyType_Name(Py_TYPE(data)));
+#else
     PyErr_Format(PyExc_TypeError, "data argument must be a bytes-like object, not '%s'",
                  _PyType_Name(Py_TYPE(data)));
+#endif
     return -1;
 }
 
