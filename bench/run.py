@@ -34,6 +34,7 @@ sys.path.insert(0, str(BENCH_DIR))
 import workloads as wl  # noqa: E402 - stdlib-only at import time
 import http_wrk  # noqa: E402 - the aiohttp-under-wrk section
 import fairness  # noqa: E402 - the asyncio/GLib fairness section
+import soak  # noqa: E402 - the soak section
 
 SUBJECT = "glibloop"
 DEFAULT_REPEAT = 3
@@ -241,6 +242,12 @@ def parse_args(argv):
                              "--workloads is given")
     parser.add_argument("--no-fairness", action="store_true",
                         help="skip the fairness section")
+    parser.add_argument("--soak", action="store_true",
+                        help="also run the soak section (bench/soak.py) when --workloads "
+                             "is given")
+    parser.add_argument("--no-soak", action="store_true", help="skip the soak section")
+    parser.add_argument("--soak-scale", type=float, default=None,
+                        help="fraction of the soak's counts (default 1, 0.02 with --quick)")
     parser.add_argument("--plot", type=Path, default=None,
                         help="write the fairness section's frame-time plot (PNG) there")
     parser.add_argument("--http-duration", type=float, default=None,
@@ -276,6 +283,10 @@ def parse_args(argv):
     args.run_http = (args.http or args.http_only or args.workloads is None) and not args.no_http
     args.run_fairness = ((args.fairness or args.workloads is None) and not args.no_fairness
                          and not args.http_only)
+    args.run_soak = ((args.soak or args.workloads is None) and not args.no_soak
+                     and not args.http_only)
+    if args.soak_scale is None:
+        args.soak_scale = 0.02 if args.quick else 1.0
     if args.http_only:
         args.workloads = []
     else:
@@ -349,6 +360,12 @@ def main(argv=None) -> int:
         if args.plot is not None and not fairness.plot(fairness_report, args.plot):
             print("matplotlib is not installed: no fairness plot", file=sys.stderr)
 
+    soak_report = None
+    if args.run_soak:
+        soak_loops = [name for name in args.loops if name in soak.LOOPS]
+        print(f"soak: {', '.join(soak_loops)}", file=sys.stderr, flush=True)
+        soak_report = soak.run(soak_loops, args.soak_scale)
+
     table = build_table(args.workloads, args.loops, results, args.scale)
     targets, met, missed = target_lines(args.workloads, args.loops, results)
     met, missed = met + http_met, missed + http_missed
@@ -378,6 +395,8 @@ def main(argv=None) -> int:
         report += ["", *http_lines]
     if fairness_report is not None and fairness_report["loops"]:
         report += ["", *fairness.section(fairness_report)]
+    if soak_report is not None and soak_report["results"]:
+        report += ["", *soak.section(soak_report)]
     text = "\n".join(report) + "\n"
     print(text, end="")
 
@@ -388,7 +407,7 @@ def main(argv=None) -> int:
             {"versions": versions, "repeat": args.repeat, "scale": args.scale,
              "processes": args.processes,
              "results": results, "http": http_report,
-             "fairness": fairness_report}, indent=2) + "\n")
+             "fairness": fairness_report, "soak": soak_report}, indent=2) + "\n")
         print(f"\n(report written to {args.output})", file=sys.stderr)
     except OSError as exc:
         print(f"\ncould not write {args.output}: {exc}", file=sys.stderr)
