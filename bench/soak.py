@@ -92,6 +92,18 @@ def holdings():
 # The phases
 # --------------------------------------------------------------------------
 
+async def workers(one, count, concurrency):
+    """count calls of one(), concurrency at a time, by that many tasks (not a
+    task per call: 100,000 tasks alive at once would be the RSS measured)."""
+    left = iter(range(count))
+
+    async def worker():
+        for _ in left:
+            await one()
+
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, count))))
+
+
 async def connections(count, errors):
     async def echo(reader, writer):
         try:
@@ -106,21 +118,19 @@ async def connections(count, errors):
     # a backlog above the concurrency: a full one drops SYNs, retried after 1 s
     server = await asyncio.start_server(echo, "127.0.0.1", 0, backlog=4 * CONCURRENCY)
     host, port = server.sockets[0].getsockname()[:2]
-    gate = asyncio.Semaphore(CONCURRENCY)
 
     async def one():
-        async with gate:
-            try:
-                reader, writer = await asyncio.open_connection(host, port)
-                writer.write(b"x" * 100)
-                if len(await reader.readexactly(100)) != 100:
-                    errors["connections"] += 1
-                writer.close()
-                await writer.wait_closed()
-            except (OSError, asyncio.IncompleteReadError):
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(b"x" * 100)
+            if len(await reader.readexactly(100)) != 100:
                 errors["connections"] += 1
+            writer.close()
+            await writer.wait_closed()
+        except (OSError, asyncio.IncompleteReadError):
+            errors["connections"] += 1
 
-    await asyncio.gather(*(one() for _ in range(count)))
+    await workers(one, count, CONCURRENCY)
     server.close()
     await server.wait_closed()
 
@@ -169,17 +179,14 @@ async def abrupt(count, errors):
 
 
 async def children(count, errors):
-    gate = asyncio.Semaphore(CHILD_CONCURRENCY)
-
     async def one():
-        async with gate:
-            proc = await asyncio.create_subprocess_exec(
-                "/bin/true", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            await proc.communicate()
-            if proc.returncode != 0:
-                errors["children"] += 1
+        proc = await asyncio.create_subprocess_exec(
+            "/bin/true", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        await proc.communicate()
+        if proc.returncode != 0:
+            errors["children"] += 1
 
-    await asyncio.gather(*(one() for _ in range(count)))
+    await workers(one, count, CHILD_CONCURRENCY)
 
 
 async def phases(scale, share, errors, seconds):
