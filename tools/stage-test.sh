@@ -14,14 +14,13 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 case "$BUILD" in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
 case "$VENV" in /*) ;; *) VENV=$ROOT/$VENV ;; esac
 export PATH="$VENV/bin:$PATH"
+LOG=$BUILD.log  # shown only when the build fails
 mkdir -p "$BUILD"
 if [ ! -f "$BUILD/build.ninja" ]; then
     meson setup "$BUILD" "$ROOT" --buildtype=release -Dwerror=true \
-        -Dpython.install_env=auto >"$BUILD/../$(basename "$BUILD").log" 2>&1 || {
-        cat "$BUILD/../$(basename "$BUILD").log"; exit 1; }
+        -Dpython.install_env=auto >"$LOG" 2>&1 || { cat "$LOG"; exit 1; }
 fi
-ninja -C "$BUILD" >"$BUILD/../$(basename "$BUILD").log" 2>&1 || {
-    cat "$BUILD/../$(basename "$BUILD").log"; exit 1; }
+ninja -C "$BUILD" >"$LOG" 2>&1 || { cat "$LOG"; exit 1; }
 STAGE=$BUILD/stage
 rm -rf "$STAGE"
 mkdir -p "$STAGE/glibloop"

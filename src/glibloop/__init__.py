@@ -11,7 +11,7 @@ import asyncio as _asyncio
 import sys as _sys
 import warnings as _warnings
 
-from . import _core
+from . import _core, _pygobject
 from ._loop import Loop
 from .gio import SignalStream, signal_stream, wait_signal
 
@@ -68,10 +68,8 @@ if _PolicyBase is not None:
             Application.run() starts with no asyncio loop running: the loop
             set for this thread, if it runs on that context."""
             loop = self._local._loop
-            if isinstance(loop, Loop) and not loop.is_closed():
-                mine = loop._context
-                if mine is not None and ctx is not None and hash(mine) == hash(ctx):
-                    return loop
+            if isinstance(loop, Loop) and not loop.is_closed() and _pygobject.same_context(loop, ctx):
+                return loop
             return None
 
         def __repr__(self):

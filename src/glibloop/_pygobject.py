@@ -31,7 +31,12 @@ _loops: list[weakref.ref] = []  # every glibloop loop made, oldest first
 _lock = threading.Lock()
 
 
-def _same_context(loop, ctx):
+def same_context(loop, ctx):
+    """Whether a glibloop loop runs on the GLib.MainContext ``ctx``: PyGObject
+    gives each lookup of a context a new wrapper, whose hash is the
+    GMainContext's address."""
+    if ctx is None:
+        return False
     mine = loop._context
     return mine is not None and hash(mine) == hash(ctx)
 
@@ -42,10 +47,10 @@ def loop_for_context(ctx):
         return None
     running = _events._get_running_loop()
     if running is not None:
-        return running if isinstance(running, _core.Loop) and _same_context(running, ctx) else None
+        return running if isinstance(running, _core.Loop) and same_context(running, ctx) else None
     for ref in reversed(_loops):
         loop = ref()
-        if loop is not None and not loop.is_closed() and _same_context(loop, ctx):
+        if loop is not None and not loop.is_closed() and same_context(loop, ctx):
             return loop
     return None
 
