@@ -2,6 +2,7 @@
 import asyncio
 import os
 import socket
+import sys
 import threading
 
 import pytest
@@ -248,3 +249,95 @@ def test_loops_on_several_threads_at_once():
     for t in threads:
         t.join()
     assert out == {k: 200 for k in range(4)}
+
+
+# call_soon_threadsafe()'s handle against another thread, side by side with
+# stock asyncio: from 3.14 asyncio's handle makes cancel() and cancelled() from
+# another thread wait while its callback runs (earlier versions return at
+# once); the callback cancelling itself does not wait.  Each scenario reports
+# what the other thread saw, and both loops must report the same.
+
+def _threadsafe_scenario(loop, action):
+    seen = {}
+    started = threading.Event()
+    finished = threading.Event()
+    handle_box = []
+
+    def callback():
+        started.set()
+        if action == "self-cancel":
+            handle_box[0].cancel()
+            seen["cancelled_inside"] = handle_box[0].cancelled()
+        else:
+            # Long enough that a cancel() that does not wait returns first.
+            finished.wait(0.3)
+        finished.set()
+
+    def other_thread():
+        handle = loop.call_soon_threadsafe(callback)
+        handle_box.append(handle)
+        seen["repr"] = repr(handle).split()[0]
+        gate.set()
+        started.wait(5)
+        if action == "cancel":
+            handle.cancel()
+            seen["finished_when_cancel_returned"] = finished.is_set()
+        elif action == "cancelled":
+            seen["cancelled"] = handle.cancelled()
+            seen["finished_when_cancelled_returned"] = finished.is_set()
+        finished.wait(5)
+        seen["cancelled_after"] = handle.cancelled()
+        loop.call_soon_threadsafe(loop.stop)
+
+    gate = threading.Event()
+    t = threading.Thread(target=other_thread)
+    # The handle is in handle_box before the loop can run its callback.
+    loop.call_soon(gate.wait, 5)
+    t.start()
+    loop.run_forever()
+    t.join()
+    return seen
+
+
+@pytest.mark.parametrize("action", ["cancel", "cancelled", "self-cancel"])
+def test_threadsafe_handle_against_other_thread_as_asyncio(action):
+    results = {}
+    for name, factory in (("asyncio", asyncio.new_event_loop),
+                          ("glibloop", glibloop.new_event_loop)):
+        loop = factory()
+        try:
+            results[name] = _threadsafe_scenario(loop, action)
+        finally:
+            loop.close()
+    assert results["glibloop"] == results["asyncio"]
+    if sys.version_info >= (3, 14) and action != "self-cancel":
+        # The rule itself, not only agreement: the other thread waited.
+        assert any(v is True for k, v in results["glibloop"].items()
+                   if k.startswith("finished_when"))
+
+
+def test_threadsafe_handle_cancelled_before_it_runs_as_asyncio():
+    results = {}
+    for name, factory in (("asyncio", asyncio.new_event_loop),
+                          ("glibloop", glibloop.new_event_loop)):
+        loop = factory()
+        ran = []
+        gate = threading.Event()
+
+        def other_thread():
+            handle = loop.call_soon_threadsafe(ran.append, 1)
+            handle.cancel()
+            results[name] = handle.cancelled()
+            gate.set()
+            loop.call_soon_threadsafe(loop.stop)
+
+        loop.call_soon(gate.wait, 5)
+        t = threading.Thread(target=other_thread)
+        t.start()
+        try:
+            loop.run_forever()
+        finally:
+            t.join()
+            loop.close()
+        assert ran == []
+    assert results == {"asyncio": True, "glibloop": True}

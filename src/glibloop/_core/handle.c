@@ -20,8 +20,12 @@ handle_init_fields(gl_handle *h, PyObject *loop, PyObject *callback,
     h->loop = Py_NewRef(loop);
     h->source_traceback = NULL;
     h->repr_cache = NULL;
+    h->unused = NULL;
     h->weakreflist = NULL;
     h->cancelled = 0;
+    h->threadsafe = 0;
+    h->running = 0;
+    h->waiters = 0;
     if (context == NULL || context == Py_None) {
         h->context = PyContext_CopyCurrent();
         if (h->context == NULL) {
@@ -57,6 +61,28 @@ gl_handle_new(gl_state *st, PyObject *loop, PyObject *callback,
         return NULL;
     }
     return h;
+}
+
+gl_handle *
+gl_handle_new_threadsafe(gl_state *st, PyObject *loop, PyObject *callback,
+                         PyObject *args, PyObject *context)
+{
+#if PY_VERSION_HEX >= 0x030E0000
+    PyTypeObject *tp = st->ThreadSafeHandleType ? st->ThreadSafeHandleType
+                                                : st->HandleType;
+    gl_handle *h = PyObject_GC_New(gl_handle, tp);
+    if (h == NULL) {
+        return NULL;
+    }
+    if (handle_init_fields(h, loop, callback, args, context) < 0) {
+        Py_DECREF(h);
+        return NULL;
+    }
+    h->threadsafe = 1;
+    return h;
+#else
+    return gl_handle_new(st, loop, callback, args, context);
+#endif
 }
 
 gl_timer *
@@ -111,11 +137,66 @@ format_callback(gl_handle *h)
     return format_callback_of(h, h->callback, h->args);
 }
 
+/* asyncio's _ThreadSafeHandle (Python 3.14+) holds a lock while its
+ * callback runs, and cancel() and cancelled() take it: from another thread
+ * they wait for a running callback to end, from the loop's own thread (the
+ * callback cancelling itself) they do not.  glibloop keeps that rule without
+ * a lock per handle: the GIL already orders the flag's reads and writes, and
+ * a waiter sleeps on one condition shared by every handle, woken when a
+ * callback it waits for ends.  Waiters are rare (a cancel() racing the very
+ * callback it cancels), so the common end of a callback touches no lock. */
+static GMutex run_end_lock;
+static GCond run_end_cond;
+
+static void
+run_begin(gl_handle *h)
+{
+    h->running = 1;
+}
+
+static void
+run_end(gl_handle *h)
+{
+    if (h->waiters == 0) {
+        h->running = 0;
+        return;
+    }
+    g_mutex_lock(&run_end_lock);
+    h->running = 0;
+    g_cond_broadcast(&run_end_cond);
+    g_mutex_unlock(&run_end_lock);
+}
+
+/* Called with the GIL held: returns once h's callback is not running, or at
+ * once on the loop's thread. */
+static void
+wait_run_end(gl_handle *h)
+{
+    if (!h->running ||
+        ((gl_loop *)h->loop)->thread_id == PyThread_get_thread_ident()) {
+        return;
+    }
+    Py_INCREF(h);
+    h->waiters++;
+    Py_BEGIN_ALLOW_THREADS
+    g_mutex_lock(&run_end_lock);
+    while (h->running) {
+        g_cond_wait(&run_end_cond, &run_end_lock);
+    }
+    g_mutex_unlock(&run_end_lock);
+    Py_END_ALLOW_THREADS
+    h->waiters--;
+    Py_DECREF(h);
+}
+
 int
 gl_handle_run(gl_handle *h)
 {
     if (h->cancelled) {
         return 0;
+    }
+    if (h->threadsafe) {
+        run_begin(h);
     }
     PyObject *callback = Py_NewRef(h->callback);
     PyObject *args = Py_NewRef(h->args);
@@ -155,6 +236,9 @@ gl_handle_run(gl_handle *h)
     }
     Py_DECREF(exc);
 done:
+    if (h->threadsafe) {
+        run_end(h);
+    }
     Py_DECREF(callback);
     Py_DECREF(args);
     Py_DECREF(context);
@@ -278,6 +362,7 @@ gl_handle_cancel_internal(gl_handle *h)
 static PyObject *
 handle_cancel(gl_handle *h, PyObject *Py_UNUSED(ignored))
 {
+    wait_run_end(h);
     gl_handle_cancel_internal(h);
     Py_RETURN_NONE;
 }
@@ -296,6 +381,7 @@ timer_cancel(gl_timer *t, PyObject *Py_UNUSED(ignored))
 static PyObject *
 handle_cancelled(gl_handle *h, PyObject *Py_UNUSED(ignored))
 {
+    wait_run_end(h);
     return PyBool_FromLong(h->cancelled);
 }
 
@@ -400,7 +486,8 @@ handle_dealloc(gl_handle *h)
 {
     PyTypeObject *tp = Py_TYPE(h);
     PyObject_GC_UnTrack(h);
-    if (h->weakreflist != NULL) {
+    /* A threadsafe handle's weak references may be Python's managed ones. */
+    if (h->weakreflist != NULL || h->threadsafe) {
         PyObject_ClearWeakRefs((PyObject *)h);
     }
     handle_clear(h);
@@ -439,9 +526,12 @@ static PyGetSetDef handle_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
+#define HANDLE_MEMBERS \
+    {"_loop", T_OBJECT, offsetof(gl_handle, loop), READONLY, NULL}, \
+    {"_context", T_OBJECT, offsetof(gl_handle, context), READONLY, NULL}
+
 static PyMemberDef handle_members[] = {
-    {"_loop", T_OBJECT, offsetof(gl_handle, loop), READONLY, NULL},
-    {"_context", T_OBJECT, offsetof(gl_handle, context), READONLY, NULL},
+    HANDLE_MEMBERS,
     {"__weaklistoffset__", T_PYSSIZET, offsetof(gl_handle, weakreflist),
      READONLY, NULL},
     {NULL, 0, 0, 0, NULL},
@@ -450,18 +540,20 @@ static PyMemberDef handle_members[] = {
 PyDoc_STRVAR(handle_doc,
 "A callback scheduled with loop.call_soon(); behaves as asyncio.Handle.");
 
-static PyType_Slot handle_slots[] = {
-    {Py_tp_doc, (void *)handle_doc},
-    {Py_tp_new, handle_new_disallowed},
-    {Py_tp_dealloc, handle_dealloc},
-    {Py_tp_traverse, handle_traverse},
-    {Py_tp_clear, handle_clear},
-    {Py_tp_repr, handle_repr},
-    {Py_tp_methods, handle_methods},
-    {Py_tp_getset, handle_getset},
-    {Py_tp_members, handle_members},
-    {0, NULL},
-};
+/* Handle's slots, and those of the 3.14 threadsafe type below. */
+#define HANDLE_SLOTS(members) \
+    {Py_tp_doc, (void *)handle_doc}, \
+    {Py_tp_new, handle_new_disallowed}, \
+    {Py_tp_dealloc, handle_dealloc}, \
+    {Py_tp_traverse, handle_traverse}, \
+    {Py_tp_clear, handle_clear}, \
+    {Py_tp_repr, handle_repr}, \
+    {Py_tp_methods, handle_methods}, \
+    {Py_tp_getset, handle_getset}, \
+    {Py_tp_members, members}, \
+    {0, NULL}
+
+static PyType_Slot handle_slots[] = {HANDLE_SLOTS(handle_members)};
 
 PyType_Spec gl_handle_spec = {
     .name = "glibloop._core.Handle",
@@ -470,6 +562,88 @@ PyType_Spec gl_handle_spec = {
              Py_TPFLAGS_IMMUTABLETYPE,
     .slots = handle_slots,
 };
+
+/* call_soon_threadsafe()'s handles on 3.14+: glibloop's handle in a type
+ * derived from asyncio's _ThreadSafeHandle, so they are that class (and an
+ * asyncio.Handle) as asyncio's are; every method and attribute is the C
+ * handle's.  The base's weak references are managed by Python, so this type
+ * declares no __weaklistoffset__. */
+static PyMemberDef threadsafe_members[] = {
+    HANDLE_MEMBERS,
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot threadsafe_slots[] = {HANDLE_SLOTS(threadsafe_members)};
+
+static PyType_Spec threadsafe_spec = {
+    .name = "glibloop._core._ThreadSafeHandle",
+    .basicsize = sizeof(gl_handle),
+    /* Not immutable: Python refuses that over a mutable (Python) base. */
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .slots = threadsafe_slots,
+};
+
+/* The base's slots must lie where gl_handle's first pointers are (see
+ * internal.h), and its weak references must be Python's managed ones. */
+static int
+threadsafe_layout_matches(PyTypeObject *base)
+{
+    static const struct {
+        const char *name;
+        size_t offset;
+    } slots[] = {
+        {"_args", offsetof(gl_handle, args)},
+        {"_callback", offsetof(gl_handle, callback)},
+        {"_cancelled", offsetof(gl_handle, unused)},
+        {"_context", offsetof(gl_handle, context)},
+        {"_loop", offsetof(gl_handle, loop)},
+        {"_repr", offsetof(gl_handle, repr_cache)},
+        {"_source_traceback", offsetof(gl_handle, source_traceback)},
+        {"_lock", offsetof(gl_handle, weakreflist)},
+    };
+    if (base->tp_basicsize != (Py_ssize_t)offsetof(gl_handle, cancelled) ||
+        base->tp_weaklistoffset >= 0) {
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(slots) / sizeof(slots[0]); i++) {
+        if (gl_module_slot_offset((PyObject *)base, slots[i].name) !=
+            slots[i].offset) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+PyTypeObject *
+gl_handle_make_threadsafe_type(PyObject *module)
+{
+#if PY_VERSION_HEX >= 0x030E0000
+    PyObject *events = PyImport_ImportModule("asyncio.events");
+    if (events == NULL) {
+        return NULL;
+    }
+    PyObject *base = PyObject_GetAttrString(events, "_ThreadSafeHandle");
+    Py_DECREF(events);
+    if (base == NULL) {
+        return NULL;
+    }
+    PyObject *type = NULL;
+    if (!PyType_Check(base) || !threadsafe_layout_matches((PyTypeObject *)base)) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "asyncio.events._ThreadSafeHandle has an unexpected layout");
+    }
+    else {
+        type = PyType_FromModuleAndSpec(module, &threadsafe_spec, base);
+    }
+    Py_DECREF(base);
+    return (PyTypeObject *)type;
+#else
+    (void)module;
+    (void)threadsafe_spec;
+    (void)threadsafe_layout_matches;
+    return NULL;
+#endif
+}
 
 /* TimerHandle ordering and equality follow asyncio.TimerHandle. */
 

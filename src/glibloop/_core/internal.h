@@ -80,6 +80,7 @@ typedef struct {
     PyTypeObject *LoopType;
     PyTypeObject *HandleType;
     PyTypeObject *TimerHandleType;
+    PyTypeObject *ThreadSafeHandleType;  /* 3.14+, else NULL */
     PyObject *future_type;          /* asyncio.Future */
     PyObject *task_type;            /* asyncio.Task */
     PyObject *format_callback;      /* asyncio.format_helpers._format_callback_source */
@@ -110,20 +111,35 @@ typedef struct {
 
 extern PyModuleDef gl_module_def;
 gl_state *gl_module_state_of_type(PyTypeObject *type);
+/* Where a Python class keeps its slot `name` (its member descriptor's
+ * offset), or (size_t)-1: for C types that derive from asyncio's classes. */
+size_t gl_module_slot_offset(PyObject *base, const char *name);
 
 /* ------------------------------------------------------------------ */
 /* handles (handle.c)                                                 */
 
 typedef struct gl_handle {
     PyObject_HEAD
-    PyObject *callback;          /* NULL once cancelled */
-    PyObject *args;              /* tuple, NULL once cancelled */
-    PyObject *context;           /* contextvars.Context */
-    PyObject *loop;              /* strong reference */
-    PyObject *source_traceback;  /* list in debug mode, else NULL */
-    PyObject *repr_cache;        /* repr saved at cancel() in debug mode */
-    PyObject *weakreflist;
-    int cancelled;
+    /* From Python 3.14 call_soon_threadsafe()'s handles are of a type derived
+     * from asyncio's _ThreadSafeHandle, whose slots (in the order of their
+     * names) lie where these eight pointers do: each holds what its slot is
+     * named for, or NULL (handle.c checks the layout when it makes the type). */
+    PyObject *args;              /* _args: tuple, NULL once cancelled */
+    PyObject *callback;          /* _callback: NULL once cancelled */
+    PyObject *unused;            /* _cancelled: NULL (the flag is below) */
+    PyObject *context;           /* _context: contextvars.Context */
+    PyObject *loop;              /* _loop: strong reference */
+    PyObject *repr_cache;        /* _repr: saved at cancel() in debug mode */
+    PyObject *source_traceback;  /* _source_traceback: list in debug mode */
+    PyObject *weakreflist;       /* _lock: NULL there (its weak references
+                                  * are the ones Python manages) */
+    uint8_t cancelled;
+    /* Python 3.14+: call_soon_threadsafe()'s handles follow asyncio's
+     * _ThreadSafeHandle: cancel() or cancelled() from a thread other than the
+     * loop's waits while the callback runs (handle.c). */
+    uint8_t threadsafe;
+    uint8_t running;             /* a threadsafe handle's callback runs now */
+    uint32_t waiters;            /* threads waiting for it to end */
 } gl_handle;
 
 typedef struct gl_timer {
@@ -137,6 +153,9 @@ typedef struct gl_timer {
 
 extern PyType_Spec gl_handle_spec;
 extern PyType_Spec gl_timer_spec;
+/* asyncio's _ThreadSafeHandle with glibloop's C handle inside, or NULL with
+ * no error where asyncio has no such class (before 3.14). */
+PyTypeObject *gl_handle_make_threadsafe_type(PyObject *module);
 
 /* Handles made by call_soon/call_later live untracked by the GC while the
  * loop's queues hold them: they cannot be garbage while queued, and a
@@ -166,6 +185,10 @@ int gl_handle_traverse_queued(gl_handle *h, visitproc visit, void *arg);
  * means a copy of the current context. */
 gl_handle *gl_handle_new(gl_state *st, PyObject *loop, PyObject *callback,
                          PyObject *args, PyObject *context);
+/* call_soon_threadsafe()'s: as gl_handle_new, asyncio's 3.14 rule added. */
+gl_handle *gl_handle_new_threadsafe(gl_state *st, PyObject *loop,
+                                    PyObject *callback, PyObject *args,
+                                    PyObject *context);
 gl_timer *gl_timer_new(gl_state *st, PyObject *loop, double when,
                        int64_t when_ns, PyObject *callback, PyObject *args,
                        PyObject *context);
@@ -543,6 +566,8 @@ typedef struct {
     PyObject *get_buffer; \
     PyObject *buffer_updated; \
     PyObject *weakreflist; \
+    PyObject *dict;              /* as asyncio's Python transports: code and \
+                                  * tests set attributes (mocks) on them */ \
     gl_wchunk *wq; \
     Py_ssize_t wq_head; \
     Py_ssize_t wq_len; \
@@ -707,7 +732,7 @@ int gl_transport_maybe_resume(gl_transport *t);
 
 /* GC and the type slots every transport type uses. */
 int gl_transport_traverse(gl_transport *t, visitproc visit, void *arg);
-void gl_transport_clear(gl_transport *t);
+int gl_transport_clear(gl_transport *t);
 void gl_transport_dealloc(PyObject *self);   /* calls the type's tp_clear */
 void gl_transport_finalize(PyObject *self);  /* ResourceWarning, closes */
 /* The type from spec on asyncio.transports.<base_name> (and <base2_name>
@@ -737,9 +762,13 @@ PyObject *gl_transport_get_write_buffer_size(PyObject *self, PyObject *unused);
      METH_VARARGS | METH_KEYWORDS, NULL}, \
     {"get_write_buffer_limits", gl_transport_get_write_buffer_limits, METH_NOARGS, NULL}, \
     {"get_write_buffer_size", gl_transport_get_write_buffer_size, METH_NOARGS, NULL}
-/* __weaklistoffset__, _protocol and _conn_lost. */
+/* The instance __dict__ (vars(transport)), first in each getset table. */
+#define GL_TRANSPORT_GETSET \
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL}
+/* __weaklistoffset__, __dictoffset__, _protocol and _conn_lost. */
 #define GL_TRANSPORT_MEMBERS \
     {"__weaklistoffset__", T_PYSSIZET, offsetof(gl_transport, weakreflist), READONLY, NULL}, \
+    {"__dictoffset__", T_PYSSIZET, offsetof(gl_transport, dict), READONLY, NULL}, \
     {"_protocol", T_OBJECT, offsetof(gl_transport, protocol), READONLY, NULL}, \
     {"_conn_lost", T_INT, offsetof(gl_transport, conn_lost), READONLY, NULL}
 

@@ -887,7 +887,7 @@ need_args(Py_ssize_t nargs, Py_ssize_t min, const char *method,
 
 static PyObject *
 schedule_soon(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs,
-              PyObject *kwnames, const char *method)
+              PyObject *kwnames, const char *method, int threadsafe)
 {
     PyObject *context;
     if (need_args(nargs, 1, method, "'callback'") < 0 ||
@@ -900,8 +900,8 @@ schedule_soon(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs,
     if (cbargs == NULL) {
         return NULL;
     }
-    gl_handle *h = gl_handle_new(loop->st, (PyObject *)loop, args[0], cbargs,
-                                 context);
+    gl_handle *h = (threadsafe ? gl_handle_new_threadsafe : gl_handle_new)(
+        loop->st, (PyObject *)loop, args[0], cbargs, context);
     Py_DECREF(cbargs);
     return (PyObject *)h;
 }
@@ -914,7 +914,7 @@ loop_call_soon(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs,
         return NULL;
     }
     gl_handle *h = (gl_handle *)schedule_soon(loop, args, nargs, kwnames,
-                                              "call_soon");
+                                              "call_soon", 0);
     if (h == NULL) {
         return NULL;
     }
@@ -930,7 +930,7 @@ loop_call_soon_threadsafe(gl_loop *loop, PyObject *const *args,
                           Py_ssize_t nargs, PyObject *kwnames)
 {
     gl_handle *h = (gl_handle *)schedule_soon(loop, args, nargs, kwnames,
-                                              "call_soon_threadsafe");
+                                              "call_soon_threadsafe", 1);
     if (h == NULL) {
         return NULL;
     }

@@ -1,6 +1,8 @@
 /* Module init and module state for glibloop._core. */
 #include "internal.h"
 
+#include <structmember.h>
+
 #ifndef GLIBLOOP_VERSION
 #define GLIBLOOP_VERSION "0+unknown"
 #endif
@@ -37,6 +39,19 @@ intern(PyObject **out, const char *s)
     return *out ? 0 : -1;
 }
 
+size_t
+gl_module_slot_offset(PyObject *base, const char *name)
+{
+    PyObject *descr = PyObject_GetAttrString(base, name);
+    size_t off = (size_t)-1;
+    if (descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+        off = (size_t)((PyMemberDescrObject *)descr)->d_member->offset;
+    }
+    Py_XDECREF(descr);
+    PyErr_Clear();
+    return off;
+}
+
 static int
 module_exec(PyObject *module)
 {
@@ -49,6 +64,10 @@ module_exec(PyObject *module)
     st->TimerHandleType = (PyTypeObject *)PyType_FromModuleAndSpec(
         module, &gl_timer_spec, (PyObject *)st->HandleType);
     if (st->TimerHandleType == NULL) {
+        return -1;
+    }
+    st->ThreadSafeHandleType = gl_handle_make_threadsafe_type(module);
+    if (st->ThreadSafeHandleType == NULL && PyErr_Occurred()) {
         return -1;
     }
     st->LoopType = gl_loop_make_type(module, st);
@@ -122,6 +141,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->LoopType);
     Py_VISIT(st->HandleType);
     Py_VISIT(st->TimerHandleType);
+    Py_VISIT(st->ThreadSafeHandleType);
     Py_VISIT(st->future_type);
     Py_VISIT(st->task_type);
     Py_VISIT(st->format_callback);
@@ -145,6 +165,7 @@ module_clear(PyObject *module)
     Py_CLEAR(st->LoopType);
     Py_CLEAR(st->HandleType);
     Py_CLEAR(st->TimerHandleType);
+    Py_CLEAR(st->ThreadSafeHandleType);
     Py_CLEAR(st->future_type);
     Py_CLEAR(st->task_type);
     Py_CLEAR(st->format_callback);

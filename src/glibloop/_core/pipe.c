@@ -44,8 +44,6 @@ enum {
 typedef struct {
     GL_TRANSPORT_HEAD            /* file: the pipe's file object, NULL once
                                   * closed; a read pipe has no fc_ slots */
-    PyObject *dict;              /* as asyncio's Python transports: code and
-                                  * tests set attributes (mocks) on them */
     int kind;                    /* GL_PIPE_* */
     int is_writer;
     int short_read_drains;       /* a read shorter than asked empties the fd */
@@ -612,21 +610,6 @@ PyMethodDef gl_pipe_methods[] = {
 /* ------------------------------------------------------------------ */
 /* the types                                                          */
 
-static int
-pipe_traverse(gl_pipe *t, visitproc visit, void *arg)
-{
-    Py_VISIT(t->dict);
-    return gl_transport_traverse(T(t), visit, arg);
-}
-
-static int
-pipe_clear(gl_pipe *t)
-{
-    Py_CLEAR(t->dict);
-    gl_transport_clear(T(t));
-    return 0;
-}
-
 static PyObject *
 pipe_get_pipe(gl_pipe *t, void *Py_UNUSED(c))
 {
@@ -668,6 +651,7 @@ pipe_get_loop(gl_pipe *t, void *Py_UNUSED(c))
 }
 
 static PyGetSetDef read_getset[] = {
+    GL_TRANSPORT_GETSET,
     {"_pipe", (getter)pipe_get_pipe, (setter)pipe_set_pipe, NULL, NULL},
     {"_fileno", (getter)pipe_get_fileno, NULL, NULL, NULL},
     {"_closing", (getter)pipe_get_closing, NULL, NULL, NULL},
@@ -677,6 +661,7 @@ static PyGetSetDef read_getset[] = {
 
 /* The write type's _loop is _FlowControlMixin's slot (fc_loop). */
 static PyGetSetDef write_getset[] = {
+    GL_TRANSPORT_GETSET,
     {"_pipe", (getter)pipe_get_pipe, (setter)pipe_set_pipe, NULL, NULL},
     {"_fileno", (getter)pipe_get_fileno, NULL, NULL, NULL},
     {"_closing", (getter)pipe_get_closing, NULL, NULL, NULL},
@@ -685,7 +670,6 @@ static PyGetSetDef write_getset[] = {
 
 static PyMemberDef pipe_members[] = {
     GL_TRANSPORT_MEMBERS,
-    {"__dictoffset__", T_PYSSIZET, offsetof(gl_pipe, dict), READONLY, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -726,8 +710,8 @@ static PyType_Slot read_slots[] = {
     {Py_tp_doc, (void *)read_doc},
     {Py_tp_dealloc, gl_transport_dealloc},
     {Py_tp_finalize, gl_transport_finalize},
-    {Py_tp_traverse, pipe_traverse},
-    {Py_tp_clear, pipe_clear},
+    {Py_tp_traverse, gl_transport_traverse},
+    {Py_tp_clear, gl_transport_clear},
     {Py_tp_repr, pipe_repr},
     {Py_tp_methods, read_methods},
     {Py_tp_getset, read_getset},
@@ -739,8 +723,8 @@ static PyType_Slot write_slots[] = {
     {Py_tp_doc, (void *)write_doc},
     {Py_tp_dealloc, gl_transport_dealloc},
     {Py_tp_finalize, gl_transport_finalize},
-    {Py_tp_traverse, pipe_traverse},
-    {Py_tp_clear, pipe_clear},
+    {Py_tp_traverse, gl_transport_traverse},
+    {Py_tp_clear, gl_transport_clear},
     {Py_tp_repr, pipe_repr},
     {Py_tp_methods, write_methods},
     {Py_tp_getset, write_getset},

@@ -642,6 +642,7 @@ stream_get_closing(gl_stream *t, void *Py_UNUSED(c))
 }
 
 static PyGetSetDef stream_getset[] = {
+    GL_TRANSPORT_GETSET,
     {"_sock", (getter)stream_get_sock, NULL, NULL, NULL},
     {"_sock_fd", (getter)stream_get_sock_fd, NULL, NULL, NULL},
     {"_closing", (getter)stream_get_closing, NULL, NULL, NULL},

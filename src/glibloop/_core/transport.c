@@ -854,13 +854,14 @@ gl_transport_traverse(gl_transport *t, visitproc visit, void *arg)
     Py_VISIT(t->data_received);
     Py_VISIT(t->get_buffer);
     Py_VISIT(t->buffer_updated);
+    Py_VISIT(t->dict);
     for (Py_ssize_t i = 0; i < t->wq_len; i++) {
         Py_VISIT(t->wq[t->wq_head + i].obj);
     }
     return 0;
 }
 
-void
+int
 gl_transport_clear(gl_transport *t)
 {
     Py_CLEAR(t->extra);
@@ -872,10 +873,12 @@ gl_transport_clear(gl_transport *t)
     Py_CLEAR(t->data_received);
     Py_CLEAR(t->get_buffer);
     Py_CLEAR(t->buffer_updated);
+    Py_CLEAR(t->dict);
     gl_wq_clear(t);
     Py_CLEAR(t->file);
     Py_CLEAR(t->context);
     Py_CLEAR(t->loop);
+    return 0;
 }
 
 void
@@ -914,21 +917,6 @@ gl_transport_dealloc(PyObject *self)
     Py_DECREF(tp);
 }
 
-/* Where the base class keeps the slot `name` (its member descriptor's
- * offset), or (size_t)-1. */
-static size_t
-slot_offset(PyObject *base, const char *name)
-{
-    PyObject *descr = PyObject_GetAttrString(base, name);
-    size_t off = (size_t)-1;
-    if (descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
-        off = (size_t)((PyMemberDescrObject *)descr)->d_member->offset;
-    }
-    Py_XDECREF(descr);
-    PyErr_Clear();
-    return off;
-}
-
 /* The base's instance fields must be exactly the slots our first fields
  * stand for: _extra alone (asyncio's BaseTransport and its ABC
  * subclasses), or _extra and _FlowControlMixin's four. */
@@ -939,7 +927,7 @@ layout_matches(PyObject *base)
         return 0;
     }
     Py_ssize_t size = ((PyTypeObject *)base)->tp_basicsize;
-    if (slot_offset(base, "_extra") != offsetof(gl_transport, extra)) {
+    if (gl_module_slot_offset(base, "_extra") != offsetof(gl_transport, extra)) {
         return 0;
     }
     if (size == (Py_ssize_t)(offsetof(gl_transport, extra) + sizeof(PyObject *))) {
@@ -947,10 +935,10 @@ layout_matches(PyObject *base)
     }
     return size == (Py_ssize_t)(offsetof(gl_transport, fc_protocol_paused) +
                                 sizeof(PyObject *)) &&
-           slot_offset(base, "_high_water") == offsetof(gl_transport, fc_high_water) &&
-           slot_offset(base, "_loop") == offsetof(gl_transport, fc_loop) &&
-           slot_offset(base, "_low_water") == offsetof(gl_transport, fc_low_water) &&
-           slot_offset(base, "_protocol_paused") ==
+           gl_module_slot_offset(base, "_high_water") == offsetof(gl_transport, fc_high_water) &&
+           gl_module_slot_offset(base, "_loop") == offsetof(gl_transport, fc_loop) &&
+           gl_module_slot_offset(base, "_low_water") == offsetof(gl_transport, fc_low_water) &&
+           gl_module_slot_offset(base, "_protocol_paused") ==
                offsetof(gl_transport, fc_protocol_paused);
 }
 

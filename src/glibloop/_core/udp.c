@@ -650,6 +650,7 @@ udp_get_address(gl_udp *t, void *Py_UNUSED(c))
 }
 
 static PyGetSetDef udp_getset[] = {
+    GL_TRANSPORT_GETSET,
     {"_sock", (getter)udp_get_sock, NULL, NULL, NULL},
     {"_address", (getter)udp_get_address, NULL, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
