@@ -381,6 +381,30 @@ def _signal_methods(obj):
     return obj.connect, obj.disconnect
 
 
+def _default_return(obj, name):
+    """What the helpers' handlers return: the zero of the signal's return
+    type (False, 0 -- e.g. GST_FLOW_OK for appsink's new-sample --, 0.0),
+    None for the others, which leaves the emission's default."""
+    GObject = sys.modules.get("gi.repository.GObject")
+    if GObject is None or not isinstance(obj, GObject.Object):
+        return None
+    signal_id = GObject.signal_lookup(name.partition("::")[0], obj.__gtype__)
+    if not signal_id:
+        return None  # connect() reports the unknown signal
+    fundamental = GObject.signal_query(signal_id).return_type.fundamental
+    if fundamental == GObject.TYPE_BOOLEAN:
+        return False
+    if fundamental in (GObject.TYPE_FLOAT, GObject.TYPE_DOUBLE):
+        return 0.0
+    if fundamental in (
+        GObject.TYPE_ENUM, GObject.TYPE_FLAGS, GObject.TYPE_CHAR, GObject.TYPE_UCHAR,
+        GObject.TYPE_INT, GObject.TYPE_UINT, GObject.TYPE_LONG, GObject.TYPE_ULONG,
+        GObject.TYPE_INT64, GObject.TYPE_UINT64,
+    ):
+        return 0
+    return None
+
+
 def _call_in_loop(loop, thread_id, function, *args):
     """Run function now if we are on the loop's thread, else hand it over:
     a signal can be emitted from any thread (GStreamer does)."""
@@ -403,15 +427,18 @@ async def wait_signal(obj, name):
 
     Returns the tuple a handler would receive: the emitter first, then the
     signal's arguments.  The handler is disconnected when the wait ends,
-    whether by the signal, cancellation or timeout.  A handler that must
-    return a value returns None (False for a boolean), leaving the default.
+    whether by the signal, cancellation or timeout.  For a signal with a
+    return value the handler returns its type's zero (False, 0, 0.0), or
+    None, which leaves the emission's default.
     """
     loop = asyncio.get_running_loop()
     thread_id = threading.get_ident()
     waiter = loop.create_future()
+    result = _default_return(obj, name)
 
     def on_signal(*args):
         _call_in_loop(loop, thread_id, _resolve, waiter, args)
+        return result
 
     connect, disconnect = _signal_methods(obj)
     handler_id = connect(name, on_signal)
@@ -425,9 +452,10 @@ class _SignalBuffer:
     """The handler side of a SignalStream.  It refers to neither the stream
     nor the object, so dropping the stream disconnects (see __del__)."""
 
-    __slots__ = ("items", "lock", "waiter", "loop", "thread_id", "closed", "dropped")
+    __slots__ = ("items", "lock", "waiter", "loop", "thread_id", "closed", "dropped", "result")
 
-    def __init__(self, maxsize):
+    def __init__(self, maxsize, result):
+        self.result = result  # what the handler returns: see _default_return
         self.items = collections.deque(maxlen=maxsize or None)
         self.lock = threading.Lock()
         self.waiter = None
@@ -439,7 +467,7 @@ class _SignalBuffer:
     def push(self, *args):
         with self.lock:
             if self.closed:
-                return
+                return self.result
             if len(self.items) == self.items.maxlen:
                 self.dropped += 1
             self.items.append(args)
@@ -447,6 +475,7 @@ class _SignalBuffer:
             loop, thread_id = self.loop, self.thread_id
         if waiter is not None:
             _call_in_loop(loop, thread_id, _resolve, waiter, None)
+        return self.result
 
     def close(self):
         with self.lock:
@@ -466,7 +495,7 @@ class SignalStream:
     def __init__(self, obj, name, *, maxsize=0):
         if maxsize < 0:
             raise ValueError("maxsize must be 0 (unbounded) or positive")
-        self._buffer = _SignalBuffer(maxsize)
+        self._buffer = _SignalBuffer(maxsize, _default_return(obj, name))
         self._name = name
         connect, disconnect = _signal_methods(obj)
         self.handler_id = connect(name, self._buffer.push)
