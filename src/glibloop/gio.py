@@ -405,6 +405,20 @@ def _default_return(obj, name):
     return None
 
 
+def _kept(args):
+    """A handler's arguments, made to outlive the emission.  PyGObject lends
+    boxed values (a GstBuffer, a GstMessage) to a Python handler for the
+    emission only, unless the handler keeps them by reference and the
+    signal is introspected; the helpers keep them for later, so they take
+    their own copy (for reference-counted boxed types, a reference) now,
+    on the emitting thread, while the value is still alive."""
+    GObject = sys.modules.get("gi.repository.GObject")
+    if GObject is None:
+        return args
+    boxed = GObject.GBoxed
+    return tuple(boxed.copy(arg) if isinstance(arg, boxed) else arg for arg in args)
+
+
 def _call_in_loop(loop, thread_id, function, *args):
     """Run function now if we are on the loop's thread, else hand it over:
     a signal can be emitted from any thread (GStreamer does)."""
@@ -437,7 +451,7 @@ async def wait_signal(obj, name):
     result = _default_return(obj, name)
 
     def on_signal(*args):
-        _call_in_loop(loop, thread_id, _resolve, waiter, args)
+        _call_in_loop(loop, thread_id, _resolve, waiter, _kept(args))
         return result
 
     connect, disconnect = _signal_methods(obj)
@@ -470,7 +484,7 @@ class _SignalBuffer:
                 return self.result
             if len(self.items) == self.items.maxlen:
                 self.dropped += 1
-            self.items.append(args)
+            self.items.append(_kept(args))
             waiter, self.waiter = self.waiter, None
             loop, thread_id = self.loop, self.thread_id
         if waiter is not None:
