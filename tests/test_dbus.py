@@ -363,7 +363,9 @@ def test_gio_proxy_calls_a_well_known_name(loop, bus_address):
             proxy = await gio_proxy(client, NAME)
             assert proxy.get_name_owner() == connection.get_unique_name()
             replies = await asyncio.gather(*(
-                gio.call(proxy.call, "Add", GLib.Variant("(ii)", (i, i)), Gio.DBusCallFlags.NONE, -1)
+                gio.call(
+                    proxy.call, "Add", GLib.Variant("(ii)", (i, i)), Gio.DBusCallFlags.NONE, -1
+                )
                 for i in range(50)
             ))
             # dbus-fast reaches the same object by the well-known name.
@@ -440,7 +442,8 @@ def test_signals_awaited_while_aiohttp_serves(loop, bus_address):
                             for batch in range(10):
                                 async with http.post(f"{base}/emit/20") as response:
                                     assert response.status == 200
-                                async with http.get(f"{base}/add", params={"a": batch, "b": 1}) as r:
+                                query = {"a": batch, "b": 1}
+                                async with http.get(f"{base}/add", params=query) as r:
                                     sums.append(await r.json())
                             return sums
 
