@@ -35,6 +35,7 @@ import workloads as wl  # noqa: E402 - stdlib-only at import time
 import http_wrk  # noqa: E402 - the aiohttp-under-wrk section
 import fairness  # noqa: E402 - the asyncio/GLib fairness section
 import soak  # noqa: E402 - the soak section
+import dbus_calls  # noqa: E402 - the D-Bus section
 
 SUBJECT = "glibloop"
 DEFAULT_REPEAT = 3
@@ -246,6 +247,10 @@ def parse_args(argv):
                         help="also run the soak section (bench/soak.py) when --workloads "
                              "is given")
     parser.add_argument("--no-soak", action="store_true", help="skip the soak section")
+    parser.add_argument("--dbus", action="store_true",
+                        help="also run the D-Bus section (bench/dbus_calls.py) when "
+                             "--workloads is given")
+    parser.add_argument("--no-dbus", action="store_true", help="skip the D-Bus section")
     parser.add_argument("--soak-scale", type=float, default=None,
                         help="fraction of the soak's counts (default 1, 0.02 with --quick)")
     parser.add_argument("--plot", type=Path, default=None,
@@ -284,6 +289,8 @@ def parse_args(argv):
     args.run_fairness = ((args.fairness or args.workloads is None) and not args.no_fairness
                          and not args.http_only)
     args.run_soak = ((args.soak or args.workloads is None) and not args.no_soak
+                     and not args.http_only)
+    args.run_dbus = ((args.dbus or args.workloads is None) and not args.no_dbus
                      and not args.http_only)
     if args.soak_scale is None:
         args.soak_scale = 0.02 if args.quick else 1.0
@@ -360,6 +367,12 @@ def main(argv=None) -> int:
         if args.plot is not None and not fairness.plot(fairness_report, args.plot):
             print("matplotlib is not installed: no fairness plot", file=sys.stderr)
 
+    dbus_report = None
+    if args.run_dbus:
+        dbus_report = dbus_calls.run(
+            args.loops, duration=0.5 if args.quick else dbus_calls.DEFAULT_DURATION,
+            progress=lambda line: print(line, file=sys.stderr, flush=True))
+
     soak_report = None
     if args.run_soak:
         soak_loops = [name for name in args.loops if name in soak.LOOPS]
@@ -395,6 +408,8 @@ def main(argv=None) -> int:
         report += ["", *http_lines]
     if fairness_report is not None and fairness_report["loops"]:
         report += ["", *fairness.section(fairness_report)]
+    if dbus_report is not None and dbus_report["loops"]:
+        report += ["", *dbus_calls.section(dbus_report)]
     if soak_report is not None and soak_report["results"]:
         report += ["", *soak.section(soak_report)]
     text = "\n".join(report) + "\n"
@@ -407,7 +422,8 @@ def main(argv=None) -> int:
             {"versions": versions, "repeat": args.repeat, "scale": args.scale,
              "processes": args.processes,
              "results": results, "http": http_report,
-             "fairness": fairness_report, "soak": soak_report}, indent=2) + "\n")
+             "fairness": fairness_report, "dbus": dbus_report, "soak": soak_report},
+            indent=2) + "\n")
         print(f"\n(report written to {args.output})", file=sys.stderr)
     except OSError as exc:
         print(f"\ncould not write {args.output}: {exc}", file=sys.stderr)

@@ -471,6 +471,45 @@ def test_unknown_signal_raises_at_once(loop):
     assert not handler_pending(emitter, "ping")
 
 
+class Asker(GObject.Object):
+    """Signals that want a value back from their handlers."""
+
+    __gsignals__ = {
+        f"want-{kind}": (GObject.SignalFlags.RUN_LAST, return_type, ())
+        for kind, return_type in (
+            ("bool", bool), ("int", int), ("float", float), ("str", str),
+            ("enum", Gio.FileType), ("flags", GLib.IOCondition), ("object", GObject.Object),
+        )
+    }
+
+
+def test_signal_helpers_answer_signals_that_want_a_value(loop, capfd):
+    """The handlers return the zero of the return type, which PyGObject can
+    convert (None is refused for an enum: GStreamer's appsink new-sample)."""
+    asker = Asker()
+    kinds = ("bool", "int", "float", "str", "enum", "flags", "object")
+
+    async def main():
+        results = {}
+        for kind in kinds:
+            with gio.signal_stream(asker, f"want-{kind}") as stream:
+                first = asker.emit(f"want-{kind}")
+                waiter = asyncio.ensure_future(gio.wait_signal(asker, f"want-{kind}"))
+                await asyncio.sleep(0)
+                second = asker.emit(f"want-{kind}")
+                assert (await waiter) == (asker,)
+                assert (await anext(stream)) == (asker,)
+            results[kind] = (first, second)
+        return results
+
+    results = run(loop, main())
+    assert results == {
+        "bool": (False, False), "int": (0, 0), "float": (0.0, 0.0), "str": (None, None),
+        "enum": (0, 0), "flags": (0, 0), "object": (None, None),
+    }
+    assert "TypeError" not in capfd.readouterr().err
+
+
 def test_signal_stream_keeps_early_emissions_and_disconnects_on_exit(loop):
     emitter = Emitter()
 

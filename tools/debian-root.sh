@@ -34,6 +34,7 @@ packages() {
     echo gcc pkg-config libglib2.0-dev ca-certificates git
     echo python3-gi gir1.2-glib-2.0 gir1.2-gtk-4.0 gir1.2-gtk-3.0
     echo xvfb xauth imagemagick
+    echo dbus-daemon gir1.2-gstreamer-1.0 gstreamer1.0-plugins-base gir1.2-gst-plugins-base-1.0
     for v in $PYTHONS; do
         echo "python$v python$v-dev python$v-venv libpython$v-testsuite"
     done

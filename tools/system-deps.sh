@@ -3,11 +3,14 @@
 # list below has the same names on both, and the CPython test package is
 # the one of the host's own interpreter (/usr/bin/python3: 3.11 on Debian 12,
 # 3.13 on Debian 13), which the system-PyGObject run needs (test.test_asyncio's
-# TLS certificates).  Only missing packages are installed.
+# TLS certificates).  Only missing packages are installed.  dbus-daemon and the
+# GStreamer ones are for tests/test_dbus.py and tests/test_gstreamer.py (a
+# private bus, real pipelines).
 set -eu
 PACKAGES="gcc pkg-config libglib2.0-dev libgirepository1.0-dev libcairo2-dev
 gir1.2-glib-2.0 libasan8 libubsan1 python3 python3-gi python3-venv python3-dev
-gir1.2-gtk-4.0 gir1.2-gtk-3.0 xvfb imagemagick wrk debootstrap git"
+gir1.2-gtk-4.0 gir1.2-gtk-3.0 xvfb imagemagick wrk debootstrap git
+dbus-daemon gir1.2-gstreamer-1.0 gstreamer1.0-plugins-base gir1.2-gst-plugins-base-1.0"
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
 updated=""

@@ -21,10 +21,15 @@ GObject signals become awaitables too::
     async with glibloop.gio.signal_stream(entry, "notify::text") as changes:
         async for args in changes: ...
 
+A D-Bus object whose methods are coroutines::
+
+    async with glibloop.gio.register_object(connection, path, xml, handlers):
+        ...  # each call runs handlers.Method(*args) in a task and replies
+
 The signal helpers only call ``obj.connect``/``obj.disconnect``, so this
-module imports without PyGObject; ``call`` and ``enumerate`` import it when
-first used and say how to install it if it is missing (PyGObject is the
-optional ``glibloop[gtk]`` dependency).
+module imports without PyGObject; ``call``, ``enumerate`` and
+``register_object`` import it when first used and say how to install it if
+it is missing (PyGObject is the optional ``glibloop[gtk]`` dependency).
 """
 
 from __future__ import annotations
@@ -32,14 +37,20 @@ from __future__ import annotations
 import asyncio
 import builtins
 import collections
+import collections.abc
+import contextvars
 import functools
 import importlib
+import inspect
 import sys
 import threading
 
 # enumerate is public but left out of __all__: a star import must not
 # shadow the builtin.
-__all__ = ["call", "wait_signal", "signal_stream", "SignalStream"]
+__all__ = [
+    "call", "wait_signal", "signal_stream", "SignalStream",
+    "register_object", "DBusRegistration", "DBusError", "dbus_invocation",
+]
 
 
 def _gi_modules(what):
@@ -370,6 +381,44 @@ def _signal_methods(obj):
     return obj.connect, obj.disconnect
 
 
+def _default_return(obj, name):
+    """What the helpers' handlers return: the zero of the signal's return
+    type (False, 0 -- e.g. GST_FLOW_OK for appsink's new-sample --, 0.0),
+    None for the others, which leaves the emission's default."""
+    GObject = sys.modules.get("gi.repository.GObject")
+    if GObject is None or not isinstance(obj, GObject.Object):
+        return None
+    signal_id = GObject.signal_lookup(name.partition("::")[0], obj.__gtype__)
+    if not signal_id:
+        return None  # connect() reports the unknown signal
+    fundamental = GObject.signal_query(signal_id).return_type.fundamental
+    if fundamental == GObject.TYPE_BOOLEAN:
+        return False
+    if fundamental in (GObject.TYPE_FLOAT, GObject.TYPE_DOUBLE):
+        return 0.0
+    if fundamental in (
+        GObject.TYPE_ENUM, GObject.TYPE_FLAGS, GObject.TYPE_CHAR, GObject.TYPE_UCHAR,
+        GObject.TYPE_INT, GObject.TYPE_UINT, GObject.TYPE_LONG, GObject.TYPE_ULONG,
+        GObject.TYPE_INT64, GObject.TYPE_UINT64,
+    ):
+        return 0
+    return None
+
+
+def _kept(args):
+    """A handler's arguments, made to outlive the emission.  PyGObject lends
+    boxed values (a GstBuffer, a GstMessage) to a Python handler for the
+    emission only, unless the handler keeps them by reference and the
+    signal is introspected; the helpers keep them for later, so they take
+    their own copy (for reference-counted boxed types, a reference) now,
+    on the emitting thread, while the value is still alive."""
+    GObject = sys.modules.get("gi.repository.GObject")
+    if GObject is None:
+        return args
+    boxed = GObject.GBoxed
+    return tuple(boxed.copy(arg) if isinstance(arg, boxed) else arg for arg in args)
+
+
 def _call_in_loop(loop, thread_id, function, *args):
     """Run function now if we are on the loop's thread, else hand it over:
     a signal can be emitted from any thread (GStreamer does)."""
@@ -392,15 +441,18 @@ async def wait_signal(obj, name):
 
     Returns the tuple a handler would receive: the emitter first, then the
     signal's arguments.  The handler is disconnected when the wait ends,
-    whether by the signal, cancellation or timeout.  A handler that must
-    return a value returns None (False for a boolean), leaving the default.
+    whether by the signal, cancellation or timeout.  For a signal with a
+    return value the handler returns its type's zero (False, 0, 0.0), or
+    None, which leaves the emission's default.
     """
     loop = asyncio.get_running_loop()
     thread_id = threading.get_ident()
     waiter = loop.create_future()
+    result = _default_return(obj, name)
 
     def on_signal(*args):
-        _call_in_loop(loop, thread_id, _resolve, waiter, args)
+        _call_in_loop(loop, thread_id, _resolve, waiter, _kept(args))
+        return result
 
     connect, disconnect = _signal_methods(obj)
     handler_id = connect(name, on_signal)
@@ -414,9 +466,10 @@ class _SignalBuffer:
     """The handler side of a SignalStream.  It refers to neither the stream
     nor the object, so dropping the stream disconnects (see __del__)."""
 
-    __slots__ = ("items", "lock", "waiter", "loop", "thread_id", "closed", "dropped")
+    __slots__ = ("items", "lock", "waiter", "loop", "thread_id", "closed", "dropped", "result")
 
-    def __init__(self, maxsize):
+    def __init__(self, maxsize, result):
+        self.result = result  # what the handler returns: see _default_return
         self.items = collections.deque(maxlen=maxsize or None)
         self.lock = threading.Lock()
         self.waiter = None
@@ -428,14 +481,15 @@ class _SignalBuffer:
     def push(self, *args):
         with self.lock:
             if self.closed:
-                return
+                return self.result
             if len(self.items) == self.items.maxlen:
                 self.dropped += 1
-            self.items.append(args)
+            self.items.append(_kept(args))
             waiter, self.waiter = self.waiter, None
             loop, thread_id = self.loop, self.thread_id
         if waiter is not None:
             _call_in_loop(loop, thread_id, _resolve, waiter, None)
+        return self.result
 
     def close(self):
         with self.lock:
@@ -455,7 +509,7 @@ class SignalStream:
     def __init__(self, obj, name, *, maxsize=0):
         if maxsize < 0:
             raise ValueError("maxsize must be 0 (unbounded) or positive")
-        self._buffer = _SignalBuffer(maxsize)
+        self._buffer = _SignalBuffer(maxsize, _default_return(obj, name))
         self._name = name
         connect, disconnect = _signal_methods(obj)
         self.handler_id = connect(name, self._buffer.push)
@@ -546,3 +600,257 @@ def signal_stream(obj, name, *, maxsize=0):
     the stream is garbage collected.  Iteration never ends on its own.
     """
     return SignalStream(obj, name, maxsize=maxsize)
+
+
+# ---------------------------------------------------------------------------
+# D-Bus objects whose methods are coroutines
+
+_FAILED = "org.freedesktop.DBus.Error.Failed"
+_UNKNOWN_OBJECT = "org.freedesktop.DBus.Error.UnknownObject"
+
+_invocation = contextvars.ContextVar("glibloop.gio.dbus_invocation")
+
+
+class DBusError(Exception):
+    """Raise it from a method handler of register_object(): the caller gets
+    the D-Bus error ``name`` (``"com.example.Error.NotFound"``) and
+    ``message``."""
+
+    def __init__(self, name, message=""):
+        super().__init__(name, message)
+        self.name = name
+        self.message = message
+
+    def __str__(self):
+        return f"{self.name}: {self.message}" if self.message else self.name
+
+
+def dbus_invocation():
+    """The ``Gio.DBusMethodInvocation`` of the call being handled.
+
+    Valid inside a method handler of register_object() and in the task that
+    runs it (it is a context variable), e.g. for
+    ``dbus_invocation().get_sender()``.  Reply through the handler's return
+    value or exception, not through the invocation.
+    """
+    try:
+        return _invocation.get()
+    except LookupError:
+        raise RuntimeError("dbus_invocation() is only valid in a D-Bus method handler") from None
+
+
+class _Method:
+    __slots__ = ("name", "handler", "signature", "outputs")
+
+    def __init__(self, name, handler, out_args):
+        self.name = name
+        self.handler = handler
+        self.signature = "(" + "".join(arg.signature for arg in out_args) + ")"
+        self.outputs = len(out_args)
+
+
+def _interface_info(Gio, interface):
+    if not isinstance(interface, str):
+        return interface
+    interfaces = Gio.DBusNodeInfo.new_for_xml(interface).interfaces
+    if len(interfaces) != 1:
+        raise ValueError(
+            f"the XML describes {len(interfaces)} interfaces, not one: pass a "
+            "Gio.DBusInterfaceInfo (Gio.DBusNodeInfo.new_for_xml(xml).lookup_interface(name))"
+        )
+    return interfaces[0]
+
+
+def _handler_for(handlers, name):
+    if isinstance(handlers, collections.abc.Mapping):
+        return handlers.get(name)
+    return getattr(handlers, name, None)
+
+
+def _invocation_releaser(connection, GLib):
+    """How to register, and what to do with an invocation once answered.
+
+    ``register_object_with_closures2`` (GLib 2.84+) hands the closure a
+    reference PyGObject manages.  The older ``register_object`` (GLib's
+    ``register_object_with_closures``) keeps one reference per call that
+    only a C ``return_*`` call would consume, and PyGObject's ``return_*``
+    consume a reference of their own: every invocation would leak, so that
+    reference is dropped here once the reply is sent (GLib 2.82.3 alone
+    passed it on, and needs nothing).
+    """
+    register = getattr(connection, "register_object_with_closures2", None)
+    if register is not None:
+        return register, None
+    if GLib.check_version(2, 82, 3) is None and GLib.check_version(2, 82, 4) is not None:
+        return connection.register_object, None
+    from gi.module import get_introspection_module
+
+    # GObject.Object.unref itself is refused by PyGObject's override.
+    return connection.register_object, get_introspection_module("GObject").Object.unref
+
+
+class DBusRegistration:
+    """An object exported by register_object(); see there."""
+
+    def __init__(self, connection, object_path, interface, handlers):
+        Gio, self._GLib = _gi_modules("glibloop.gio.register_object()")
+        info = _interface_info(Gio, interface)
+        self._methods = {}
+        for method in info.methods:
+            handler = _handler_for(handlers, method.name)
+            if not callable(handler):
+                raise TypeError(f"{handlers!r} has no handler for D-Bus method {method.name}()")
+            self._methods[method.name] = _Method(method.name, handler, method.out_args)
+        self._loop = asyncio.get_running_loop()
+        self._tasks = set()
+        self._closed = False
+        self.connection = connection
+        self.object_path = object_path
+        self.interface_name = info.name
+        register, self._release = _invocation_releaser(connection, self._GLib)
+        self.id = register(object_path, info, self._on_method_call, None, None)
+
+    @property
+    def pending(self):
+        """How many calls are being handled (their tasks have not ended)."""
+        return len(self._tasks)
+
+    @property
+    def closed(self):
+        return self._closed
+
+    def unregister(self):
+        """Remove the object from the connection and cancel the calls in
+        flight; each is answered with an error when its task ends.
+        Idempotent; call it on the loop's thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self.connection.unregister_object(self.id)
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def aclose(self):
+        """unregister(), then wait until every call in flight is answered."""
+        self.unregister()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc_info):
+        await self.aclose()
+
+    def __repr__(self):
+        state = "closed" if self._closed else f"{len(self._tasks)} pending"
+        return f"<{type(self).__name__} {self.interface_name} at {self.object_path} {state}>"
+
+    # -- one call
+
+    def _on_method_call(self, connection, sender, object_path, interface_name,
+                        method_name, parameters, invocation):
+        method = self._methods.get(method_name)
+        if self._closed or method is None:  # a call queued before unregister()
+            invocation.return_dbus_error(_UNKNOWN_OBJECT, f"{object_path} is not exported")
+            self._done(invocation)
+            return
+        contextvars.copy_context().run(self._start, method, parameters.unpack(), invocation)
+
+    def _start(self, method, args, invocation):
+        _invocation.set(invocation)  # the task copies this context
+        try:
+            result = method.handler(*args)
+            if inspect.isawaitable(result):
+                task = asyncio.ensure_future(result, loop=self._loop)
+            else:
+                task = None
+        except BaseException as exc:
+            self._reply(invocation, method, None, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if task is None:
+            self._reply(invocation, method, result, None)
+            return
+        self._tasks.add(task)
+        task.add_done_callback(functools.partial(self._finished, invocation, method))
+
+    def _finished(self, invocation, method, task):
+        self._tasks.discard(task)
+        if task.cancelled():
+            invocation.return_dbus_error(_FAILED, f"{method.name}() was cancelled")
+            self._done(invocation)
+        else:
+            exc = task.exception()
+            self._reply(invocation, method, None if exc is not None else task.result(), exc)
+
+    def _reply(self, invocation, method, result, exc):
+        GLib = self._GLib
+        if exc is None:
+            try:
+                value = self._reply_value(method, result)
+            except (TypeError, ValueError, OverflowError) as error:
+                exc = TypeError(
+                    f"{method.name}() returned {result!r}, not a value of D-Bus type "
+                    f"{method.signature}: {error}"
+                )
+            else:
+                invocation.return_value(value)
+                self._done(invocation)
+                return
+        if isinstance(exc, DBusError):
+            invocation.return_dbus_error(exc.name, exc.message)
+        elif isinstance(exc, GLib.Error):
+            invocation.return_error_literal(
+                GLib.quark_from_string(exc.domain), exc.code, exc.message
+            )
+        else:
+            invocation.return_dbus_error(_FAILED, f"{type(exc).__name__}: {exc}")
+            self._loop.call_exception_handler({
+                "message": f"D-Bus method {self.interface_name}.{method.name}() failed",
+                "exception": exc,
+            })
+        self._done(invocation)
+
+    def _reply_value(self, method, result):
+        GLib = self._GLib
+        if isinstance(result, GLib.Variant):
+            return result
+        if method.outputs == 0:
+            if result is not None:
+                raise TypeError("the method has no out arguments: return None")
+            return None
+        return GLib.Variant(method.signature, (result,) if method.outputs == 1 else tuple(result))
+
+    def _done(self, invocation):
+        if self._release is not None:
+            self._release(invocation)
+
+
+def register_object(connection, object_path, interface, handlers):
+    """Export a D-Bus object on ``connection`` whose methods may be coroutines.
+
+    ``interface`` is the D-Bus introspection XML of one interface (a
+    ``<node>`` with one ``<interface>``) or a ``Gio.DBusInterfaceInfo``.
+    ``handlers`` has a callable for each method of the interface: an
+    attribute of that name, or a key of a mapping.  A call runs
+    ``handler(*args)`` with the call's arguments unpacked to Python values;
+    when it returns a coroutine (an ``async def`` handler), that runs in a
+    task and the reply is sent when the task ends.
+
+    The reply is what the handler returns: None for a method without out
+    arguments, the value for one out argument, a tuple for several (or a
+    ``GLib.Variant`` of the whole reply tuple).  An exception becomes a D-Bus
+    error: ``DBusError(name, message)`` as given, ``GLib.Error`` as Gio
+    encodes it, anything else as ``org.freedesktop.DBus.Error.Failed`` and
+    is also reported to the loop's exception handler.  A cancelled call is
+    answered ``org.freedesktop.DBus.Error.Failed`` too.
+
+    Call it on the loop's thread with the loop running: Gio delivers the
+    calls to the thread-default main context, the loop's.  The returned
+    ``DBusRegistration`` unregisters on ``unregister()``, ``aclose()`` or
+    leaving ``async with``, cancelling calls still in flight; ``aclose()``
+    and ``async with`` wait until they are answered.
+    """
+    return DBusRegistration(connection, object_path, interface, handlers)
