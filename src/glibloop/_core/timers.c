@@ -45,10 +45,17 @@ static inline Py_ssize_t
 least_child(const gl_timers *t, Py_ssize_t i)
 {
     Py_ssize_t first = ARITY * i + 1;
+    const gl_timer_slot *c = t->items + first;
+    if (first + ARITY <= t->size) {
+        /* All four: two pairs, then their winners. */
+        Py_ssize_t a = slot_before(&c[1], &c[0]) ? 1 : 0;
+        Py_ssize_t b = slot_before(&c[3], &c[2]) ? 3 : 2;
+        return first + (slot_before(&c[b], &c[a]) ? b : a);
+    }
     if (first >= t->size) {
         return -1;
     }
-    Py_ssize_t last = first + ARITY < t->size ? first + ARITY : t->size;
+    Py_ssize_t last = t->size;
     Py_ssize_t best = first;
     for (Py_ssize_t c = first + 1; c < last; c++) {
         if (slot_before(&t->items[c], &t->items[best])) {
