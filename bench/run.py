@@ -270,9 +270,12 @@ def note_lines(workload_names, loops, results, scale) -> list[str]:
         spec = wl.WORKLOADS[workload]
         lines.append(f"- `{workload}`: {spec.description}")
         skipped = [name for name in loops if not spec.runs_on(name)
-                   and name not in wl.EXTRA_LOOPS]
+                   and name not in wl.EXTRA_LOOPS and name not in spec.skip]
         if skipped and spec.not_applicable:
             lines.append(f"  - not run on {', '.join(skipped)} (`-`): {spec.not_applicable}")
+        for name, reason in spec.skip.items():
+            if name in loops:
+                lines.append(f"  - not run on {name} (`-`): {reason}")
         for name in loops:
             size = spec.size_for(name, scale)
             if size != spec.size_for(SUBJECT, scale):

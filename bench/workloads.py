@@ -233,8 +233,13 @@ class Workload:
     single_run: bool = False
     #: Why the loops that are not in ``loops`` cannot run it (for the report).
     not_applicable: str = ""
+    #: Loops that would otherwise run it but are known to hang or fail on it
+    #: (a peer's bug, not a measurement): loop name -> reason for the report.
+    skip: dict = dataclasses.field(default_factory=dict)
 
     def runs_on(self, loop_name: str) -> bool:
+        if loop_name in self.skip:
+            return False
         if self.loops is None:
             return loop_name not in EXTRA_LOOPS
         return loop_name in self.loops
@@ -555,6 +560,12 @@ def glib_idle_roundtrip(loop, size):
 
 _NET_TARGETS = {"uvloop": 1.0, "gi.events": 3.0}
 _NET_GI = {"gi.events": 0.1}
+# Seen on every run here: veloxloop 0.2 stops making progress with 64 KiB
+# messages and fails with "OSError: SQ full" (its io_uring submission queue)
+# when many connections are busy at once.
+_VELOX_64K = {"veloxloop": "veloxloop 0.2 stalls with 64 KiB messages (no result in 60 s)"}
+_VELOX_MANY = {"veloxloop": "veloxloop 0.2 fails with `OSError: SQ full` with 100 "
+                            "connections or more at once"}
 
 
 async def _stream_echo_handler(reader, writer):
@@ -597,7 +608,7 @@ def tcp_echo_streams_1k(loop, size):
 
 
 @workload("tcp_echo_streams_64k", size=5_000, loop_scale=_NET_GI, targets=_NET_TARGETS,
-          min_size=500,
+          min_size=500, skip=_VELOX_64K,
           description="the same with 64 KiB messages; ops = round trips")
 def tcp_echo_streams_64k(loop, size):
     return _streams_echo(loop, size, 65536)
@@ -677,7 +688,7 @@ def tcp_echo_protocol_1k(loop, size):
 
 
 @workload("tcp_echo_protocol_64k", size=5_000, loop_scale=_NET_GI, targets=_NET_TARGETS,
-          min_size=500,
+          min_size=500, skip=_VELOX_64K,
           description="the same with 64 KiB messages; ops = round trips")
 def tcp_echo_protocol_64k(loop, size):
     return _protocol_echo(loop, size, 65536)
@@ -738,6 +749,7 @@ def tcp_echo_sock_64k(loop, size):
 
 
 @workload("tcp_streams_100_conns", size=30_000, loop_scale=_NET_GI, targets=_NET_TARGETS,
+          skip=_VELOX_MANY,
           description="100 concurrent stream connections, each a task doing 1 KiB "
                       "echo round trips; ops = round trips over all of them")
 def tcp_streams_100_conns(loop, size):
@@ -928,7 +940,7 @@ def tcp_100_active(loop, size):
 
 
 @workload("tcp_100_active_10k_idle", size=30_000, loops=_SCALING_LOOPS,
-          targets={"uvloop": 1.0}, not_applicable=_SCALING_NA,
+          targets={"uvloop": 1.0}, not_applicable=_SCALING_NA, skip=_VELOX_MANY,
           description="as tcp_100_active while 10,000 idle connections (clients in "
                       "a second process) are open on the same server; target: "
                       ">= 80% of tcp_100_active's rate")
