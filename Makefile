@@ -4,7 +4,8 @@
 #                and PyGObject, on an AddressSanitizer + UndefinedBehaviorSanitizer
 #                build, on the other CPythons installed (OTHER_PYTHONS), and on
 #                Python 3.14 and 3.15 in a Debian sid root (SID_PYTHONS)
-#   make bench   side-by-side benchmarks against asyncio, uvloop, gi.events
+#   make bench   side-by-side benchmarks against asyncio, uvloop, gi.events,
+#                rloop, veloxloop, loopmini (requirements/bench.txt)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -67,7 +68,12 @@ test-sid: $(VENV)/.system-deps
 
 test: test-fast test-system-pygobject test-asan test-pythons test-sid
 
-bench: build
+# The peer loops only the benchmarks use; `make test` does not install them.
+$(VENV)/.bench-deps: requirements/bench.txt | $(VENV)/.deps
+	$(PY) -m pip install -q -r requirements/bench.txt
+	touch $@
+
+bench: build $(VENV)/.bench-deps
 	$(PY) bench/run.py
 
 clean:

@@ -316,6 +316,18 @@ def _ratio(results, a, b, key="requests_per_sec"):
     return ra[key] / rb[key]
 
 
+def table_rows(report):
+    """The aiohttp row of run.py's main table: (name, unit, {loop: result})
+    with each loop's median req/s as the value."""
+    if report.get("problem"):
+        return []
+    per_loop = {}
+    for name, r in report["results"].items():
+        per_loop[name] = dict(r, workload=NAME, unit="ops/s",
+                              value=r.get("median")) if r.get("status") == "ok" else r
+    return [(NAME, "req/s (median)", per_loop)]
+
+
 def section(report):
     """(Markdown lines, targets met, targets missed, crashed?)."""
     lines = ["## aiohttp hello world under wrk", ""]

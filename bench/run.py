@@ -38,6 +38,9 @@ import soak  # noqa: E402 - the soak section
 import dbus_calls  # noqa: E402 - the D-Bus section
 
 SUBJECT = "glibloop"
+#: Issue 13: glibloop at least this far ahead of the best other loop on
+#: every row.
+BEST_PEER_GOAL = 1.05
 DEFAULT_REPEAT = 3
 DEFAULT_PROCESSES = 2
 QUICK_REPEAT = 1
@@ -97,6 +100,16 @@ def measure(loop: str, workload: str, repeat: int, scale: float, timeout: float)
     return parsed
 
 
+def lower_is_better(workload: str) -> bool:
+    spec = wl.WORKLOADS.get(workload)
+    return bool(spec and spec.lower_is_better)
+
+
+def better(workload: str, a: float, b: float) -> bool:
+    """a is a better number than b on this row."""
+    return a < b if lower_is_better(workload) else a > b
+
+
 def best_of(previous: dict | None, new: dict) -> dict:
     """Merge one process's result into the best so far; a failure is sticky."""
     if previous is None:
@@ -105,7 +118,8 @@ def best_of(previous: dict | None, new: dict) -> dict:
     runs = previous["processes"] + [new.get("runs") or new.get("status")]
     if previous.get("status") != "ok":
         winner = previous
-    elif new.get("status") != "ok" or new["ops_per_sec"] > previous["ops_per_sec"]:
+    elif new.get("status") != "ok" or better(new["workload"], new["value"],
+                                             previous["value"]):
         winner = new
     else:
         winner = previous
@@ -128,12 +142,20 @@ def fmt_count(value: int) -> str:
     return f"{value:,}"
 
 
+def fmt_value(value: float, unit: str) -> str:
+    if unit == "ops/s":
+        return fmt_rate(value)
+    if unit == "B/conn":
+        return f"{value / 1000:.2f} KB"
+    return f"{value:.3g} {unit}"
+
+
 def cell(result: dict | None) -> str:
     if result is None:
         return "n/a"
     status = result.get("status")
     if status == "ok":
-        return fmt_rate(result["ops_per_sec"])
+        return fmt_value(result["value"], result.get("unit", "ops/s"))
     if status == "unavailable":
         return "n/a"
     if status == "not applicable":
@@ -142,29 +164,71 @@ def cell(result: dict | None) -> str:
 
 
 def ratio(results: dict, loop: str, other: str) -> float | None:
+    """How far `loop` is ahead of `other` on one row: loop/other for rates,
+    other/loop where lower is better, so above 1 is ahead on every row."""
     a, b = results.get(loop), results.get(other)
     if not a or not b or a.get("status") != "ok" or b.get("status") != "ok":
         return None
-    return a["ops_per_sec"] / b["ops_per_sec"]
+    if lower_is_better(a["workload"]):
+        return b["value"] / a["value"] if a["value"] > 0 else None
+    return a["value"] / b["value"]
+
+
+def best_peer(results: dict) -> str | None:
+    """The loop other than SUBJECT with the best number on one row."""
+    best = None
+    for name, r in results.items():
+        if name == SUBJECT or name in wl.EXTRA_LOOPS or r.get("status") != "ok":
+            continue
+        if best is None or better(r["workload"], r["value"], results[best]["value"]):
+            best = name
+    return best
 
 
 def fmt_ratio(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}x"
 
 
-def build_table(workload_names, loops, results, scale) -> list[str]:
-    others = [name for name in loops if name != SUBJECT] if SUBJECT in loops else []
-    header = ["workload", "ops/run"] + [f"{name} ops/s" for name in loops] \
-        + [f"{SUBJECT}/{name}" for name in others]
-    align = ["---", "---:"] + ["---:"] * (len(header) - 2)
+def build_table(workload_names, loops, results, scale, extra_rows=()) -> list[str]:
+    """One row per workload: each loop's number, the best other loop and how
+    far glibloop is ahead of it.  extra_rows: (name, unit, per-loop results)
+    of the sections that are not workloads (aiohttp under wrk)."""
+    # A loop that only runs some workloads (GLib alone) gets a column only
+    # when one of them is in the table.
+    loops = [name for name in loops if name not in wl.EXTRA_LOOPS
+             or any(wl.WORKLOADS[w].runs_on(name) for w in workload_names)]
+    header = ["workload", "unit", "size"] + loops + ["best peer", f"{SUBJECT} / best peer"]
+    align = ["---", "---", "---:"] + ["---:"] * (len(header) - 3)
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
-    for workload in workload_names:
-        per_loop = results[workload]
-        row = [workload, fmt_count(wl.WORKLOADS[workload].size_for(SUBJECT, scale))]
-        row += [cell(per_loop.get(name)) for name in loops]
-        row += [fmt_ratio(ratio(per_loop, SUBJECT, name)) for name in others]
+    rows = [(w, wl.WORKLOADS[w].unit + (" (lower is better)" if lower_is_better(w) else ""),
+             fmt_count(wl.WORKLOADS[w].size_for(SUBJECT, scale)), results[w])
+            for w in workload_names]
+    rows += [(name, unit, "", per_loop) for name, unit, per_loop in extra_rows]
+    for workload, unit, size, per_loop in rows:
+        peer = best_peer(per_loop)
+        row = [workload, unit, size] + [cell(per_loop.get(name)) for name in loops]
+        row += [peer or "n/a", fmt_ratio(ratio(per_loop, SUBJECT, peer) if peer else None)]
         lines.append("| " + " | ".join(row) + " |")
     return lines
+
+
+def best_peer_lines(workload_names, results, extra_rows=()) -> tuple[list[str], int, int]:
+    """Issue 13's target on every row: glibloop >= BEST_PEER_GOAL x the best peer."""
+    lines, met, missed = [], 0, 0
+    rows = [(w, results[w]) for w in workload_names]
+    rows += [(name, per_loop) for name, _, per_loop in extra_rows]
+    for workload, per_loop in rows:
+        peer = best_peer(per_loop)
+        label = f"{workload}: {SUBJECT} >= {BEST_PEER_GOAL:.2f}x the best peer"
+        value = ratio(per_loop, SUBJECT, peer) if peer else None
+        if value is None:
+            lines.append(f"- {label}: n/a (no result for {SUBJECT} or any peer)")
+            continue
+        line, was_met, was_missed = http_wrk.verdict(f"{label} ({peer})", value,
+                                                     BEST_PEER_GOAL)
+        lines.append(line)
+        met, missed = met + was_met, missed + was_missed
+    return lines, met, missed
 
 
 def target_lines(workload_names, loops, results) -> tuple[list[str], int, int]:
@@ -206,6 +270,13 @@ def note_lines(workload_names, loops, results, scale) -> list[str]:
     for workload in workload_names:
         spec = wl.WORKLOADS[workload]
         lines.append(f"- `{workload}`: {spec.description}")
+        skipped = [name for name in loops if not spec.runs_on(name)
+                   and name not in wl.EXTRA_LOOPS and name not in spec.skip]
+        if skipped and spec.not_applicable:
+            lines.append(f"  - not run on {', '.join(skipped)} (`-`): {spec.not_applicable}")
+        for name, reason in spec.skip.items():
+            if name in loops:
+                lines.append(f"  - not run on {name} (`-`): {reason}")
         for name in loops:
             size = spec.size_for(name, scale)
             if size != spec.size_for(SUBJECT, scale):
@@ -379,9 +450,13 @@ def main(argv=None) -> int:
         print(f"soak: {', '.join(soak_loops)}", file=sys.stderr, flush=True)
         soak_report = soak.run(soak_loops, args.soak_scale)
 
-    table = build_table(args.workloads, args.loops, results, args.scale)
+    extra_rows = http_wrk.table_rows(http_report) if http_report else []
+    table = build_table(args.workloads, args.loops, results, args.scale, extra_rows)
     targets, met, missed = target_lines(args.workloads, args.loops, results)
-    met, missed = met + http_met, missed + http_missed
+    peer_targets, peer_met, peer_missed = best_peer_lines(args.workloads, results,
+                                                          extra_rows)
+    targets += peer_targets
+    met, missed = met + http_met + peer_met, missed + http_missed + peer_missed
     targets += [line for line in http_lines if line.startswith(f"- {http_wrk.NAME}:")]
     command = " ".join(shlex.quote(a) for a in [Path(sys.executable).name,
                                                  "bench/run.py", *(argv or sys.argv[1:])])

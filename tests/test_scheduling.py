@@ -285,6 +285,39 @@ def test_many_timers_half_cancelled(loop):
     assert loop._timer_count == 0
 
 
+def _timer_firing_order(loop):
+    """Schedules 3,000 timers at distinct past times in a scrambled order,
+    cancels 70% of them (past the compaction threshold), schedules 500 more,
+    and returns the ranks of the kept ones' times in the order they fired."""
+    import random
+
+    rng = random.Random(13)
+    fired = []
+    base = loop.time() - 10
+    ranks = list(range(3500))
+    rng.shuffle(ranks)
+    handles = [loop.call_at(base + k * 1e-4, fired.append, k) for k in ranks[:3000]]
+    for h in rng.sample(handles, 2100):
+        h.cancel()
+    for k in ranks[3000:]:
+        loop.call_at(base + k * 1e-4, fired.append, k)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    return fired
+
+
+def test_timer_heap_order_matches_asyncio(loop):
+    stock = asyncio.SelectorEventLoop()
+    try:
+        expected = _timer_firing_order(stock)
+    finally:
+        stock.close()
+    got = _timer_firing_order(loop)
+    assert len(got) == 1400
+    assert got == expected == sorted(expected)
+    assert loop._timer_count == 0
+
+
 def test_cancelled_timers_are_released(loop):
     class Token:
         pass
@@ -389,6 +422,32 @@ def test_kept_handle_cycle_is_collected(loop):
     loop.call_later(0.01, loop.stop)
     loop.run_forever()
     gc.collect()
+    assert ref() is None
+
+
+def test_unclosed_loop_with_kept_timers_in_a_cycle_is_collected():
+    import warnings
+
+    class Owner:
+        pass
+
+    loop = glibloop.new_event_loop()
+    ref = weakref.ref(loop)
+    made_idle = Owner()  # scheduled while the loop is not running
+    made_idle.timer = loop.call_later(10, print, made_idle)
+
+    def during_run():
+        made_running = Owner()  # scheduled by a callback, kept past the run
+        made_running.timer = loop.call_later(10, print, made_running)
+        loop.stop()
+
+    loop.call_soon(during_run)
+    loop.run_forever()
+    assert loop._timer_count == 2
+    del loop, made_idle
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
     assert ref() is None
 
 

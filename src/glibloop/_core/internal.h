@@ -147,8 +147,7 @@ typedef struct gl_timer {
     double when;                 /* loop time in seconds, as given */
     int64_t when_ns;             /* deadline on CLOCK_MONOTONIC */
     uint64_t seq;                /* tie-break: equal deadlines run FIFO */
-    Py_ssize_t heap_index;       /* position in the heap, -1 when not in it */
-    int scheduled;
+    int scheduled;               /* in the heap */
 } gl_timer;
 
 extern PyType_Spec gl_handle_spec;
@@ -213,8 +212,15 @@ typedef struct {
 /* ------------------------------------------------------------------ */
 /* timer heap (timers.c)                                              */
 
+/* A heap slot: the timer's key, copied, beside the timer. */
 typedef struct {
-    gl_timer **items;
+    int64_t when_ns;
+    uint64_t seq;
+    gl_timer *timer;
+} gl_timer_slot;
+
+typedef struct {
+    gl_timer_slot *items;
     Py_ssize_t size;
     Py_ssize_t capacity;
     Py_ssize_t cancelled;        /* cancelled timers still in the heap */
@@ -226,6 +232,9 @@ gl_timer *gl_timers_peek(gl_timers *t);
 gl_timer *gl_timers_pop(gl_timers *t);                   /* returns the ref */
 void gl_timers_compact(gl_timers *t);
 void gl_timers_clear(gl_timers *t);
+/* GC-tracks the timers in the heap that someone besides the heap holds
+ * (see gl_timer_new); called when a run of the loop ends. */
+void gl_timers_track_kept(gl_timers *t);
 int gl_timers_traverse(gl_timers *t, visitproc visit, void *arg);
 
 /* ------------------------------------------------------------------ */

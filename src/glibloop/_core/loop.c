@@ -1466,6 +1466,7 @@ loop_run_forever_native(gl_loop *loop, PyObject *Py_UNUSED(ignored))
     g_main_loop_unref(ml);
     loop->running = 0;
     loop->thread_id = 0;
+    gl_timers_track_kept(&loop->timers);
     __atomic_store_n(&loop->stopping, 0, __ATOMIC_RELAXED);
     if (loop->pending_exc != NULL) {
         PyObject *exc = loop->pending_exc;
@@ -1513,6 +1514,7 @@ loop_end_external_run(gl_loop *loop, PyObject *Py_UNUSED(ignored))
     Py_CLEAR(loop->quit_func);
     loop->running = 0;
     loop->thread_id = 0;
+    gl_timers_track_kept(&loop->timers);
     __atomic_store_n(&loop->stopping, 0, __ATOMIC_RELAXED);
     if (loop->pending_exc != NULL) {
         PyObject *exc = loop->pending_exc;
