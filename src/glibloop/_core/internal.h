@@ -111,6 +111,14 @@ typedef struct {
 extern PyModuleDef gl_module_def;
 gl_state *gl_module_state_of_type(PyTypeObject *type);
 
+/* Exceptions a callback may raise that must stop the loop. */
+static inline int
+gl_exc_is_fatal(PyObject *exc)
+{
+    return PyErr_GivenExceptionMatches(exc, PyExc_SystemExit) ||
+           PyErr_GivenExceptionMatches(exc, PyExc_KeyboardInterrupt);
+}
+
 /* ------------------------------------------------------------------ */
 /* handles (handle.c)                                                 */
 
@@ -388,17 +396,20 @@ void gl_loop_update_deadline(gl_loop *loop);
  * it even when no user fd is registered (timerfd, signal wake-up). */
 void gl_loop_run_batch(gl_loop *loop, int epoll_readable);
 int gl_loop_check_not_closed(gl_loop *loop);
-/* The one exception reporter, for handles and C watchers alike:
- * loop.call_exception_handler({'message', 'exception' when exc is not NULL,
- * and 'handle' (with its 'source_traceback'), 'transport', 'protocol',
- * 'socket' for those not NULL}).  Returns 0, or -1 with the exception set
- * when the handler raised SystemExit/KeyboardInterrupt: as in asyncio, it
- * must stop the loop and reach the caller of run_until_complete/
- * run_forever, so every caller passes the -1 on up to the handle or
- * watcher that ran.  Any other failure is written as unraisable. */
-int gl_loop_report_error(gl_loop *loop, PyObject *message, PyObject *exc,
-                         gl_handle *h, PyObject *transport, PyObject *protocol,
-                         PyObject *sock);
+/* The one exception reporter, for handles and C watchers alike.  A
+ * SystemExit/KeyboardInterrupt exc is not reported: it is set again and -1
+ * returned, to stop the loop.  Anything else (exc may be NULL) goes to
+ * loop.call_exception_handler({'message': PyUnicode_FromFormat(format,
+ * ...), 'exception' when exc is not NULL, and 'handle' (with its
+ * 'source_traceback'), 'transport', 'protocol', 'socket' for those not
+ * NULL}).  Returns 0, or -1 with the exception set when the handler raised
+ * SystemExit/KeyboardInterrupt: as in asyncio, it must stop the loop and
+ * reach the caller of run_until_complete/run_forever, so every caller
+ * passes the -1 on up to the handle or watcher that ran.  Any other
+ * failure is written as unraisable.  exc is borrowed. */
+int gl_loop_report_error(gl_loop *loop, PyObject *exc, gl_handle *h,
+                         PyObject *transport, PyObject *protocol, PyObject *sock,
+                         const char *format, ...);
 /* Puts the handles that waited for the callback at dispatch depth `level`
  * (their Context was entered there) back on the ready queue. */
 int gl_loop_requeue_deferred(gl_loop *loop, int level);
@@ -445,17 +456,6 @@ PyObject *gl_sockaddr_to_py(const void *sa, unsigned int len);
  * families), -1 on error. */
 int gl_sockaddr_from_py(int family, PyObject *addr, void *out,
                         unsigned int *len);
-/* Exceptions a callback may raise that must stop the loop. */
-static inline int
-gl_exc_is_fatal(PyObject *exc)
-{
-    return PyErr_GivenExceptionMatches(exc, PyExc_SystemExit) ||
-           PyErr_GivenExceptionMatches(exc, PyExc_KeyboardInterrupt);
-}
-/* gl_loop_report_error() with a C string message (and no handle): 0, or
- * -1 with SystemExit/KeyboardInterrupt set, to be passed on. */
-int gl_net_report(gl_loop *loop, const char *message, PyObject *exc,
-                  PyObject *transport, PyObject *protocol, PyObject *sock);
 /* Schedules callable(*args) in the next round, as call_soon does, in
  * context (NULL: a copy of the current one). */
 int gl_loop_call_soon(gl_loop *loop, PyObject *callable, PyObject *args,

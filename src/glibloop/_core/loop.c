@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <stdarg.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <structmember.h>
@@ -235,12 +236,20 @@ check_callback(PyObject *cb, const char *method)
 }
 
 int
-gl_loop_report_error(gl_loop *loop, PyObject *message, PyObject *exc,
-                     gl_handle *h, PyObject *transport, PyObject *protocol,
-                     PyObject *sock)
+gl_loop_report_error(gl_loop *loop, PyObject *exc, gl_handle *h,
+                     PyObject *transport, PyObject *protocol, PyObject *sock,
+                     const char *format, ...)
 {
+    if (exc != NULL && gl_exc_is_fatal(exc)) {
+        gl_err_restore(Py_NewRef(exc));
+        return -1;
+    }
     gl_state *st = loop->st;
-    PyObject *ctx = PyDict_New();
+    va_list va;
+    va_start(va, format);
+    PyObject *message = PyUnicode_FromFormatV(format, va);
+    va_end(va);
+    PyObject *ctx = message ? PyDict_New() : NULL;
     if (ctx == NULL ||
         PyDict_SetItem(ctx, st->str_message, message) < 0 ||
         (exc && PyDict_SetItem(ctx, st->str_exception, exc) < 0) ||
@@ -250,10 +259,12 @@ gl_loop_report_error(gl_loop *loop, PyObject *message, PyObject *exc,
         (transport && PyDict_SetItem(ctx, st->net.s_transport, transport) < 0) ||
         (protocol && PyDict_SetItem(ctx, st->net.s_protocol, protocol) < 0) ||
         (sock && PyDict_SetItem(ctx, st->net.s_socket, sock) < 0)) {
+        Py_XDECREF(message);
         Py_XDECREF(ctx);
         PyErr_WriteUnraisable((PyObject *)loop);
         return 0;
     }
+    Py_DECREF(message);
     PyObject *res = PyObject_CallMethodOneArg(
         (PyObject *)loop, st->str_call_exception_handler, ctx);
     Py_DECREF(ctx);

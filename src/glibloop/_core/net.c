@@ -256,23 +256,6 @@ gl_net_leave(gl_loop *loop, gl_net_frame *f, int rc)
 }
 
 /* ------------------------------------------------------------------ */
-/* errors                                                             */
-
-int
-gl_net_report(gl_loop *loop, const char *message, PyObject *exc,
-              PyObject *transport, PyObject *protocol, PyObject *sock)
-{
-    PyObject *msg = PyUnicode_FromString(message);
-    if (msg == NULL) {
-        PyErr_WriteUnraisable((PyObject *)loop);
-        return 0;
-    }
-    int rc = gl_loop_report_error(loop, msg, exc, NULL, transport, protocol, sock);
-    Py_DECREF(msg);
-    return rc;
-}
-
-/* ------------------------------------------------------------------ */
 /* socket addresses                                                   */
 
 PyObject *

@@ -324,15 +324,9 @@ deliver(gl_child *c, PyObject *returncode)
         PyObject *r = PyObject_CallOneArg(callback, returncode ? returncode : Py_None);
         if (r == NULL) {
             PyObject *exc = gl_err_fetch();
-            if (gl_exc_is_fatal(exc)) {
-                gl_err_restore(exc);
-                rc = -1;
-            }
-            else {
-                rc = gl_net_report(loop, "Exception in callback of a child process watch",
-                                   exc, NULL, NULL, NULL);
-                Py_XDECREF(exc);
-            }
+            rc = gl_loop_report_error(loop, exc, NULL, NULL, NULL, NULL,
+                                      "Exception in callback of a child process watch");
+            Py_XDECREF(exc);
         }
         Py_XDECREF(r);
     }

@@ -83,8 +83,8 @@ out_of_resources(gl_listener *l)
     if (trsock == NULL) {
         PyErr_WriteUnraisable((PyObject *)l);
     }
-    int rc = gl_net_report(l->loop, "socket.accept() out of system resource", exc,
-                           NULL, NULL, trsock);
+    int rc = gl_loop_report_error(l->loop, exc, NULL, NULL, NULL, trsock,
+                                  "socket.accept() out of system resource");
     Py_XDECREF(trsock);
     Py_XDECREF(exc);
     if (rc < 0) {
@@ -119,14 +119,10 @@ static int
 report_setup_error(gl_listener *l, PyObject *protocol)
 {
     PyObject *exc = gl_err_fetch();
-    if (gl_exc_is_fatal(exc)) {
-        gl_err_restore(exc);
-        return -1;
-    }
     int rc = 0;
-    if (l->loop->debug) {
-        rc = gl_net_report(l->loop, "Error on transport creation for incoming connection",
-                           exc, NULL, protocol, NULL);
+    if (l->loop->debug || gl_exc_is_fatal(exc)) {
+        rc = gl_loop_report_error(l->loop, exc, NULL, NULL, protocol, NULL,
+                                  "Error on transport creation for incoming connection");
     }
     Py_XDECREF(exc);
     return rc;
@@ -271,8 +267,8 @@ listener_on_event(gl_loop *Py_UNUSED(loop), PyObject *owner, uint32_t Py_UNUSED(
             }
             /* asyncio lets the loop log it as a failed callback. */
             PyObject *exc = gl_err_fetch();
-            int rc = gl_net_report(l->loop, "Error on accepting a connection", exc,
-                                   NULL, NULL, NULL);
+            int rc = gl_loop_report_error(l->loop, exc, NULL, NULL, NULL, NULL,
+                                          "Error on accepting a connection");
             Py_XDECREF(exc);
             return rc;
         }

@@ -483,13 +483,10 @@ gl_transport_fatal_error(gl_transport *t, const char *message, int eio_only,
     if (exc == NULL) {
         return 0;
     }
-    if (gl_exc_is_fatal(exc)) {
-        gl_err_restore(exc);
-        return -1;
-    }
     Py_INCREF(t);
     if (!is_quiet(exc, eio_only) &&
-        gl_net_report(t->loop, message, exc, (PyObject *)t, t->protocol, NULL) < 0) {
+        gl_loop_report_error(t->loop, exc, NULL, (PyObject *)t, t->protocol, NULL,
+                             "%s", message) < 0) {
         /* The handler raised SystemExit/KeyboardInterrupt: as asyncio's
          * _fatal_error, it propagates before the transport is closed. */
         Py_DECREF(exc);
@@ -796,12 +793,8 @@ call_protocol_hook(gl_transport *t, PyObject *name, const char *message)
     PyObject *r = PyObject_CallMethodNoArgs(proto, name);
     if (r == NULL) {
         PyObject *exc = gl_err_fetch();
-        if (gl_exc_is_fatal(exc)) {
-            gl_err_restore(exc);
-            Py_DECREF(proto);
-            return -1;
-        }
-        int rc = gl_net_report(t->loop, message, exc, (PyObject *)t, proto, NULL);
+        int rc = gl_loop_report_error(t->loop, exc, NULL, (PyObject *)t, proto, NULL,
+                                      "%s", message);
         Py_DECREF(exc);
         Py_DECREF(proto);
         return rc;

@@ -212,13 +212,8 @@ read_one(gl_udp *t)
     if (r == NULL) {
         /* asyncio lets the loop log it and keeps the transport open. */
         PyObject *exc = gl_err_fetch();
-        if (gl_exc_is_fatal(exc)) {
-            gl_err_restore(exc);
-            return -1;
-        }
-        int rc = gl_net_report(t->loop,
-                               "Fatal error: protocol.datagram_received() call failed.",
-                               exc, (PyObject *)t, t->protocol, NULL);
+        int rc = gl_loop_report_error(t->loop, exc, NULL, (PyObject *)t, t->protocol, NULL,
+                                      "Fatal error: protocol.datagram_received() call failed.");
         Py_DECREF(exc);
         return rc < 0 ? -1 : 1;
     }
