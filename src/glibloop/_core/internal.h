@@ -1,9 +1,20 @@
 /* Shared declarations of the glibloop core.
  *
- * One prefix per file: gl_module_ (module.c), gl_loop_ (loop.c),
- * gl_source_ (source.c), gl_handle_ (handle.c), gl_timers_ (timers.c),
- * gl_poll_ (poll.c).  Functions that can fail return 0 on success and -1
- * with a Python exception set, unless they say otherwise.
+ * One concern per file, and its prefix on everything the file exports:
+ * gl_module_ (module.c: the module, its state, every heap type made from
+ * the specs the files export), gl_loop_ (loop.c: the Loop type, futures,
+ * call_soon, the one exception reporter), gl_source_ (source.c: the
+ * GSource), gl_handle_/gl_timer_ (handle.c: Handle, TimerHandle),
+ * gl_timers_ (timers.c: the timer heap), gl_poll_ (poll.c: the epoll set,
+ * the read buffer), gl_signals_ (signals.c), gl_sock_ (sock.c: a socket's
+ * fd, socket addresses), gl_sockops_/gl_sockwait_ (sockops.c: sock_*
+ * coroutines), gl_transport_/gl_wq_ (transport.c: what the transports
+ * share, the write queue), gl_stream_ (stream.c), gl_server_/gl_listener_
+ * (server.c), gl_udp_ (udp.c), gl_pipe_ (pipe.c), gl_process_ (process.c:
+ * child watches).  A file owns the structures its section below declares;
+ * the module state belongs to module.c alone (made, traversed and cleared
+ * there).  Functions that can fail return 0 on success and -1 with a
+ * Python exception set, unless they say otherwise.
  */
 #ifndef GLIBLOOP_INTERNAL_H
 #define GLIBLOOP_INTERNAL_H
@@ -29,10 +40,13 @@
 #define GL_NSIG NSIG             /* signal numbers are 1 .. GL_NSIG - 1 */
 
 /* ------------------------------------------------------------------ */
-/* networking module state (net.c fills, traverses and clears it)     */
+/* module state (module.c makes, traverses and clears all of it)      */
 
-/* Interned attribute names used by the networking files (s_<name>). */
-#define GL_NET_STRINGS(X) \
+/* Interned names (st->s_<name>). */
+#define GL_STRINGS(X) \
+    X(call_exception_handler) X(context) X(loop) \
+    X(name) X(message) X(exception) X(handle) X(source_traceback) \
+    X(set_name) \
     X(set_result) X(set_exception) X(done) X(add_done_callback) \
     X(fileno) X(recvfrom) X(sendto) X(accept) X(connect) \
     X(setblocking) X(gettimeout) X(close) X(shutdown) \
@@ -44,65 +58,56 @@
     X(sockname) X(peername) X(_start_reading) X(_read_ready) \
     X(_resume_accepting) X(_op_done) X(_call_connection_lost)
 
+/* The state's objects other than the names: the types (made from the
+ * specs the files export, see module.c), then what comes from asyncio and
+ * the socket module. */
+#define GL_STATE_OBJECTS(X) \
+    X(LoopType) X(HandleType) X(TimerHandleType) \
+    X(SockWaitType) X(StreamType) X(ListenerType) X(DatagramType) \
+    X(ReadPipeType) X(WritePipeType) X(ChildWatchType) \
+    X(future_type) X(task_type) X(format_callback) X(extract_stack) \
+    X(get_running_loop) X(set_running_loop) X(swap_current_task) \
+    X(current_task) X(current_tasks) \
+    X(socket_type) X(check_ssl_socket) X(buffered_protocol) \
+    X(transport_socket) X(set_result_unless_cancelled) X(logger) \
+    X(kwnames_loop)
+
+struct gl_child;
+struct gl_loop;
+
 typedef struct {
+    PyTypeObject *LoopType;         /* loop.c */
+    PyTypeObject *HandleType;       /* handle.c */
+    PyTypeObject *TimerHandleType;  /* handle.c */
     PyTypeObject *SockWaitType;     /* sockops.c */
     PyTypeObject *StreamType;       /* stream.c */
     PyTypeObject *ListenerType;     /* server.c */
     PyTypeObject *DatagramType;     /* udp.c */
+    PyTypeObject *ReadPipeType;     /* pipe.c */
+    PyTypeObject *WritePipeType;    /* pipe.c */
+    PyTypeObject *ChildWatchType;   /* process.c */
+    PyObject *future_type;          /* asyncio.Future */
+    PyObject *task_type;            /* asyncio.Task */
+    PyObject *format_callback;      /* asyncio.format_helpers._format_callback_source */
+    PyObject *extract_stack;        /* asyncio.format_helpers.extract_stack */
+    PyObject *get_running_loop;     /* asyncio.events._get_running_loop */
+    PyObject *set_running_loop;     /* asyncio.events._set_running_loop */
+    PyObject *swap_current_task;    /* 3.12+: asyncio.tasks._swap_current_task */
+    PyObject *current_task;         /* asyncio.tasks.current_task */
+    PyObject *current_tasks;        /* 3.11: asyncio.tasks._current_tasks */
     PyObject *socket_type;          /* socket.socket */
     PyObject *check_ssl_socket;     /* asyncio.base_events._check_ssl_socket */
     PyObject *buffered_protocol;    /* asyncio.BufferedProtocol */
     PyObject *transport_socket;     /* asyncio.trsock.TransportSocket */
     PyObject *set_result_unless_cancelled; /* asyncio.futures._set_... */
     PyObject *logger;               /* asyncio.log.logger */
-#define GL_NET_STRING_FIELD(name) PyObject *s_##name;
-    GL_NET_STRINGS(GL_NET_STRING_FIELD)
-#undef GL_NET_STRING_FIELD
-} gl_net_state;
-
-/* ------------------------------------------------------------------ */
-/* pipes and processes: module state (process.c fills it)             */
-
-struct gl_child;
-
-typedef struct {
-    PyTypeObject *ReadPipeType;     /* pipe.c */
-    PyTypeObject *WritePipeType;    /* pipe.c */
-    PyTypeObject *ChildWatchType;   /* process.c */
-    struct gl_child *children;      /* every loop's watched children (borrowed) */
-    int no_pidfd;                   /* tests force the fallback without pidfd */
-} gl_proc_state;
-
-/* ------------------------------------------------------------------ */
-/* module state (module.c)                                            */
-
-typedef struct {
-    PyTypeObject *LoopType;
-    PyTypeObject *HandleType;
-    PyTypeObject *TimerHandleType;
-    PyObject *future_type;          /* asyncio.Future */
-    PyObject *task_type;            /* asyncio.Task */
-    PyObject *format_callback;      /* asyncio.format_helpers._format_callback_source */
-    PyObject *extract_stack;        /* asyncio.format_helpers.extract_stack */
-    PyObject *str_call_exception_handler;
-    PyObject *str_log_slow_callback;
-    PyObject *str_context;
-    PyObject *str_loop;
-    PyObject *str_name;
-    PyObject *str_message;
-    PyObject *str_exception;
-    PyObject *str_handle;
-    PyObject *str_source_traceback;
-    PyObject *str_set_name;
     PyObject *kwnames_loop;         /* ("loop",) for vectorcall */
+#define GL_STRING_FIELD(name) PyObject *s_##name;
+    GL_STRINGS(GL_STRING_FIELD)
+#undef GL_STRING_FIELD
     PyMethodDef *loop_methods;      /* every file's Loop methods, joined */
-    PyObject *get_running_loop;     /* asyncio.events._get_running_loop */
-    PyObject *set_running_loop;     /* asyncio.events._set_running_loop */
-    PyObject *swap_current_task;    /* 3.12+: asyncio.tasks._swap_current_task */
-    PyObject *current_task;         /* asyncio.tasks.current_task */
-    PyObject *current_tasks;        /* 3.11: asyncio.tasks._current_tasks */
-    gl_net_state net;               /* networking (net.c) */
-    gl_proc_state proc;             /* pipes, processes (pipe.c, process.c) */
+    struct gl_child *children;      /* every loop's watched children (borrowed; process.c) */
+    int no_pidfd;                   /* tests force the fallback without pidfd */
     /* The loop whose add_signal_handler() handle each signal number runs
      * (borrowed: a loop drops its entries when it closes or dies). */
     struct gl_loop *sig_owner[GL_NSIG];  /* signals.c */
@@ -110,6 +115,32 @@ typedef struct {
 
 extern PyModuleDef gl_module_def;
 gl_state *gl_module_state_of_type(PyTypeObject *type);
+/* The module state of an object with a `loop` field (transports and the
+ * other C watchers). */
+#define GL_ST(obj) ((obj)->loop->st)
+
+/* The specs the files export (module.c makes the types). */
+extern PyType_Spec gl_loop_spec;          /* loop.c */
+extern PyType_Spec gl_handle_spec;        /* handle.c */
+extern PyType_Spec gl_timer_spec;         /* handle.c */
+extern PyType_Spec gl_sockwait_spec;      /* sockops.c */
+extern PyType_Spec gl_listener_spec;      /* server.c */
+extern PyType_Spec gl_stream_spec;        /* stream.c */
+extern PyType_Spec gl_udp_spec;           /* udp.c */
+extern PyType_Spec gl_pipe_read_spec;     /* pipe.c */
+extern PyType_Spec gl_pipe_write_spec;    /* pipe.c */
+extern PyType_Spec gl_process_child_spec;         /* process.c */
+
+/* Each concern's methods of the Loop type live in its own file; module.c
+ * joins them when it makes the type.  Add a table there. */
+extern PyMethodDef gl_loop_core_methods[];   /* loop.c */
+extern PyMethodDef gl_signals_methods[];     /* signals.c */
+extern PyMethodDef gl_sockops_methods[];     /* sockops.c */
+extern PyMethodDef gl_stream_methods[];      /* stream.c */
+extern PyMethodDef gl_server_methods[];      /* server.c */
+extern PyMethodDef gl_udp_methods[];         /* udp.c */
+extern PyMethodDef gl_pipe_methods[];        /* pipe.c */
+extern PyMethodDef gl_process_methods[];     /* process.c */
 
 /* Exceptions a callback may raise that must stop the loop. */
 static inline int
@@ -142,9 +173,6 @@ typedef struct gl_timer {
     Py_ssize_t heap_index;       /* position in the heap, -1 when not in it */
     int scheduled;
 } gl_timer;
-
-extern PyType_Spec gl_handle_spec;
-extern PyType_Spec gl_timer_spec;
 
 /* Handles made by call_soon/call_later live untracked by the GC while the
  * loop's queues hold them: they cannot be garbage while queued, and a
@@ -318,6 +346,9 @@ void gl_poll_arm_timer(gl_poll *p, int64_t deadline_ns);
 int gl_poll_dispatch(struct gl_loop *loop);
 int gl_poll_run_held(struct gl_loop *loop);
 void gl_poll_drain_timer(gl_poll *p);
+/* The loop's read buffer (GL_READBUF_SIZE bytes) for every transport,
+ * allocated on first use; NULL with MemoryError set. */
+char *gl_poll_readbuf(gl_poll *p);
 
 /* ------------------------------------------------------------------ */
 /* the loop (loop.c)                                                  */
@@ -373,13 +404,6 @@ typedef struct gl_loop {
     PyObject *weakreflist;
 } gl_loop;
 
-/* Each concern's methods of the Loop type live in its own file and are
- * joined when the type is made (gl_loop_make_type). Add a table here. */
-extern PyMethodDef gl_loop_core_methods[];   /* loop.c */
-extern PyMethodDef gl_signals_methods[];     /* signals.c */
-
-PyTypeObject *gl_loop_make_type(PyObject *module, gl_state *st);
-
 static inline int64_t
 gl_monotonic_ns(void)
 {
@@ -410,9 +434,43 @@ int gl_loop_check_not_closed(gl_loop *loop);
 int gl_loop_report_error(gl_loop *loop, PyObject *exc, gl_handle *h,
                          PyObject *transport, PyObject *protocol, PyObject *sock,
                          const char *format, ...);
-/* Puts the handles that waited for the callback at dispatch depth `level`
- * (their Context was entered there) back on the ready queue. */
-int gl_loop_requeue_deferred(gl_loop *loop, int level);
+/* A new asyncio.Future of the loop. */
+PyObject *gl_loop_future_new(gl_loop *loop);
+/* fut.set_result(value) / fut.set_exception(exc); -1 with an exception
+ * set if that raised. */
+int gl_loop_future_set_result(gl_state *st, PyObject *fut, PyObject *value);
+int gl_loop_future_set_exception(gl_state *st, PyObject *fut, PyObject *exc);
+/* 1 if fut.done(), 0 if not, -1 on error. */
+int gl_loop_future_done(gl_state *st, PyObject *fut);
+/* Schedules callable(*args) in the next round, as call_soon does, in
+ * context (NULL: a copy of the current one). */
+int gl_loop_call_soon(gl_loop *loop, PyObject *callable, PyObject *args,
+                      PyObject *context);
+
+/* Contexts.  As asyncio (3.15 passes it as `context=`), every protocol
+ * call of a transport, listener connection or child watch runs in one
+ * contextvars.Context captured when it was made: each accepted connection
+ * in its own copy of its server's.  Its handles are queued in it; a C
+ * watcher enters it around its protocol calls:
+ *     gl_loop_frame f;
+ *     gl_loop_enter(loop, ctx, &f);
+ *     rc = ...protocol calls...;
+ *     rc = gl_loop_leave(loop, &f, rc);
+ * gl_loop_context(context): context itself, or a copy of the current
+ * context for NULL/None (new reference; TypeError if not a Context). */
+PyObject *gl_loop_context(PyObject *context);
+typedef struct {
+    PyObject *ctx;               /* entered, NULL if it could not be */
+    PyObject *outer;             /* loop->entered[depth] before */
+    int depth;
+} gl_loop_frame;
+/* Never fails: a Context already entered further up the stack (its own
+ * callback started a nested main loop) is not entered again, and the
+ * calls run in the current one. */
+void gl_loop_enter(gl_loop *loop, PyObject *ctx, gl_loop_frame *f);
+/* Leaves the context; rc is the watcher's result, returned, with its
+ * exception (SystemExit/KeyboardInterrupt) kept. */
+int gl_loop_leave(gl_loop *loop, gl_loop_frame *f, int rc);
 
 /* ------------------------------------------------------------------ */
 /* signal wake-up (signals.c)                                         */
@@ -429,83 +487,27 @@ PyObject *gl_signals_py_handler(PyObject *module, PyObject *const *args,
 int gl_signals_on_wakeup(gl_loop *loop);
 
 /* ------------------------------------------------------------------ */
-/* networking: shared helpers (net.c)                                 */
+/* sockets (sock.c)                                                   */
 
-int gl_net_state_init(PyObject *module, gl_state *st);
-int gl_net_state_traverse(gl_state *st, visitproc visit, void *arg);
-void gl_net_state_clear(gl_state *st);
-
-/* A new asyncio.Future of the loop. */
-PyObject *gl_future_new(gl_loop *loop);
-/* fut.set_result(value) / fut.set_exception(exc); -1 with an exception
- * set if that raised. */
-int gl_future_set_result(gl_state *st, PyObject *fut, PyObject *value);
-int gl_future_set_exception(gl_state *st, PyObject *fut, PyObject *exc);
-/* 1 if fut.done(), 0 if not, -1 on error. */
-int gl_future_done(gl_state *st, PyObject *fut);
 /* sock.fileno() as an int (-1 for a closed socket), or -2 with an
  * exception set. */
 int gl_sock_fileno(gl_state *st, PyObject *sock);
 /* The Python address of a sockaddr of AF_INET, AF_INET6 or AF_UNIX, as the
  * socket module makes it.  NULL without an exception for other families
  * (the caller asks the socket module instead), NULL with one on error. */
-PyObject *gl_sockaddr_to_py(const void *sa, unsigned int len);
+PyObject *gl_sock_addr_to_py(const void *sa, unsigned int len);
 /* Fills *out (a struct sockaddr_storage) from a Python address of family,
  * for numeric AF_INET and AF_INET6 addresses and AF_UNIX paths.  1 on
  * success, 0 when the socket module must do it (names to resolve, other
  * families), -1 on error. */
-int gl_sockaddr_from_py(int family, PyObject *addr, void *out,
-                        unsigned int *len);
-/* Schedules callable(*args) in the next round, as call_soon does, in
- * context (NULL: a copy of the current one). */
-int gl_loop_call_soon(gl_loop *loop, PyObject *callable, PyObject *args,
-                      PyObject *context);
+int gl_sock_addr_from_py(int family, PyObject *addr, void *out,
+                         unsigned int *len);
 
-/* Contexts.  As asyncio (3.15 passes it as `context=`), every protocol
- * call of a transport, listener connection or child watch runs in one
- * contextvars.Context captured when it was made: each accepted connection
- * in its own copy of its server's.  Its handles are queued in it; a C
- * watcher enters it around its protocol calls:
- *     gl_net_frame f;
- *     gl_net_enter(loop, ctx, &f);
- *     rc = ...protocol calls...;
- *     rc = gl_net_leave(loop, &f, rc);
- * gl_net_context(context): context itself, or a copy of the current
- * context for NULL/None (new reference; TypeError if not a Context). */
-PyObject *gl_net_context(PyObject *context);
-typedef struct {
-    PyObject *ctx;               /* entered, NULL if it could not be */
-    PyObject *outer;             /* loop->entered[depth] before */
-    int depth;
-} gl_net_frame;
-/* Never fails: a Context already entered further up the stack (its own
- * callback started a nested main loop) is not entered again, and the
- * calls run in the current one. */
-void gl_net_enter(gl_loop *loop, PyObject *ctx, gl_net_frame *f);
-/* Leaves the context; rc is the watcher's result, returned, with its
- * exception (SystemExit/KeyboardInterrupt) kept. */
-int gl_net_leave(gl_loop *loop, gl_net_frame *f, int rc);
-/* The loop's read buffer (GL_READBUF_SIZE bytes), allocated on first use;
- * NULL with MemoryError set. */
-char *gl_loop_readbuf(gl_loop *loop);
+/* ------------------------------------------------------------------ */
+/* stream transports (stream.c)                                       */
 
-/* A transport's get_extra_info() dict: extra plus 'socket' (a
- * TransportSocket), 'sockname' and, unless given, 'peername'. */
-PyObject *gl_transport_extra(gl_state *st, PyObject *sock, PyObject *extra);
-
-/* Loop methods of the networking files (see method_tables in loop.c). */
-extern PyMethodDef gl_sockops_methods[];     /* sockops.c */
-extern PyMethodDef gl_stream_methods[];      /* stream.c */
-extern PyMethodDef gl_server_methods[];      /* server.c */
-extern PyMethodDef gl_udp_methods[];         /* udp.c */
-extern PyType_Spec gl_sockwait_spec;
-extern PyType_Spec gl_listener_spec;
-/* Transport types subclass asyncio.Transport / asyncio.DatagramTransport,
- * so they are made with those bases at module init. */
-PyTypeObject *gl_stream_make_type(PyObject *module);
-PyTypeObject *gl_udp_make_type(PyObject *module);
 /* A stream transport on a connected non-blocking socket (stream.c).
- * waiter, extra and server may be NULL; context as gl_net_context(). */
+ * waiter, extra and server may be NULL; context as gl_loop_context(). */
 PyObject *gl_stream_new(gl_loop *loop, PyObject *sock, PyObject *protocol,
                         PyObject *waiter, PyObject *extra, PyObject *server,
                         PyObject *context);
@@ -609,7 +611,7 @@ PyObject *gl_transport_resume_reading(PyObject *self, PyObject *unused);
     {"_read_ready", gl_transport_read_ready, METH_NOARGS, NULL}
 
 /* Fills the common fields of a new transport: the loop, the fd, the
- * context (see gl_net_context), asyncio's default write-buffer limits and,
+ * context (see gl_loop_context), asyncio's default write-buffer limits and,
  * when flow_control, the base's mirrors. */
 int gl_transport_init(gl_transport *t, gl_loop *loop, int fd, int flow_control,
                       PyObject *context);
@@ -710,11 +712,13 @@ int gl_transport_traverse(gl_transport *t, visitproc visit, void *arg);
 void gl_transport_clear(gl_transport *t);
 void gl_transport_dealloc(PyObject *self);   /* calls the type's tp_clear */
 void gl_transport_finalize(PyObject *self);  /* ResourceWarning, closes */
-/* The type from spec on asyncio.transports.<base_name> (and <base2_name>
- * after it, when not NULL), after checking that the base's slots are where
- * GL_TRANSPORT_HEAD puts them. */
-PyTypeObject *gl_transport_make_type(PyObject *module, PyType_Spec *spec,
-                                     const char *base_name, const char *base2_name);
+/* The bases of a transport type: (asyncio.transports.<base_name>,) or,
+ * when base2_name is not NULL, (<base_name>, <base2_name>), after checking
+ * that the first base's slots are where GL_TRANSPORT_HEAD puts them. */
+PyObject *gl_transport_bases(const char *base_name, const char *base2_name);
+/* A transport's get_extra_info() dict: extra plus 'socket' (a
+ * TransportSocket), 'sockname' and, unless given, 'peername'. */
+PyObject *gl_transport_extra(gl_state *st, PyObject *sock, PyObject *extra);
 
 /* Methods every transport type has. */
 PyObject *gl_transport_get_extra_info(PyObject *self, PyObject *const *args,
@@ -746,14 +750,10 @@ PyObject *gl_transport_get_write_buffer_size(PyObject *self, PyObject *unused);
 /* ------------------------------------------------------------------ */
 /* pipes (pipe.c) and child processes (process.c)                     */
 
-int gl_proc_state_init(PyObject *module, gl_state *st);
-int gl_proc_state_traverse(gl_state *st, visitproc visit, void *arg);
-void gl_proc_state_clear(gl_state *st);
-int gl_pipe_make_types(PyObject *module, gl_state *st);
+/* Once per process, at module init: the orphan reaper's fork handlers. */
+int gl_process_module_init(void);
 /* _core._use_pidfd(flag): module function, for the fallback's tests. */
 PyObject *gl_process_use_pidfd(PyObject *module, PyObject *flag);
-extern PyMethodDef gl_pipe_methods[];        /* pipe.c */
-extern PyMethodDef gl_process_methods[];     /* process.c */
 
 /* ------------------------------------------------------------------ */
 /* the GSource (source.c)                                             */

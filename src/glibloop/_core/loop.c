@@ -153,12 +153,6 @@ requeue_deferred(gl_loop *loop, int level)
     return rc;
 }
 
-int
-gl_loop_requeue_deferred(gl_loop *loop, int level)
-{
-    return requeue_deferred(loop, level);
-}
-
 static void
 deferred_clear(gl_loop *loop)
 {
@@ -172,6 +166,68 @@ deferred_clear(gl_loop *loop)
         gl_handle_release(items[i]);
     }
     PyMem_Free(items);
+}
+
+/* ------------------------------------------------------------------ */
+/* contexts of the C watchers' protocol calls                         */
+
+PyObject *
+gl_loop_context(PyObject *context)
+{
+    if (context == NULL || context == Py_None) {
+        return PyContext_CopyCurrent();
+    }
+    if (!PyContext_CheckExact(context)) {
+        PyErr_Format(PyExc_TypeError,
+                     "context must be a contextvars.Context object, not %.200s",
+                     Py_TYPE(context)->tp_name);
+        return NULL;
+    }
+    return Py_NewRef(context);
+}
+
+void
+gl_loop_enter(gl_loop *loop, PyObject *ctx, gl_loop_frame *f)
+{
+    f->depth = loop->dispatch_depth;
+    f->ctx = NULL;
+    if (ctx == NULL) {
+        return;  /* its owner was cleared by the GC: no context any more */
+    }
+    if (PyContext_Enter(ctx) < 0) {
+        /* Entered further up the stack: a callback running in it (say
+         * connection_made) started a nested main loop that dispatches us.
+         * The call runs where we are rather than not at all. */
+        PyErr_Clear();
+        return;
+    }
+    f->ctx = ctx;
+    if (f->depth <= GL_MAX_DEPTH) {
+        /* Handles of this context that a nested main loop meets must wait
+         * until we return, as for a handle running in it (run_round). */
+        f->outer = loop->entered[f->depth];
+        loop->entered[f->depth] = ctx;
+    }
+}
+
+int
+gl_loop_leave(gl_loop *loop, gl_loop_frame *f, int rc)
+{
+    if (f->ctx == NULL) {
+        return rc;
+    }
+    if (f->depth <= GL_MAX_DEPTH) {
+        loop->entered[f->depth] = f->outer;
+    }
+    PyObject *exc = gl_err_fetch();  /* SystemExit/KeyboardInterrupt */
+    if (PyContext_Exit(f->ctx) < 0 ||
+        (loop->deferred_size > 0 && requeue_deferred(loop, f->depth) < 0)) {
+        PyErr_WriteUnraisable((PyObject *)loop);
+    }
+    if (exc != NULL) {
+        gl_err_restore(exc);
+    }
+    return rc;
 }
 
 /* ------------------------------------------------------------------ */
@@ -251,14 +307,14 @@ gl_loop_report_error(gl_loop *loop, PyObject *exc, gl_handle *h,
     va_end(va);
     PyObject *ctx = message ? PyDict_New() : NULL;
     if (ctx == NULL ||
-        PyDict_SetItem(ctx, st->str_message, message) < 0 ||
-        (exc && PyDict_SetItem(ctx, st->str_exception, exc) < 0) ||
-        (h && PyDict_SetItem(ctx, st->str_handle, (PyObject *)h) < 0) ||
+        PyDict_SetItem(ctx, st->s_message, message) < 0 ||
+        (exc && PyDict_SetItem(ctx, st->s_exception, exc) < 0) ||
+        (h && PyDict_SetItem(ctx, st->s_handle, (PyObject *)h) < 0) ||
         (h && h->source_traceback &&
-         PyDict_SetItem(ctx, st->str_source_traceback, h->source_traceback) < 0) ||
-        (transport && PyDict_SetItem(ctx, st->net.s_transport, transport) < 0) ||
-        (protocol && PyDict_SetItem(ctx, st->net.s_protocol, protocol) < 0) ||
-        (sock && PyDict_SetItem(ctx, st->net.s_socket, sock) < 0)) {
+         PyDict_SetItem(ctx, st->s_source_traceback, h->source_traceback) < 0) ||
+        (transport && PyDict_SetItem(ctx, st->s_transport, transport) < 0) ||
+        (protocol && PyDict_SetItem(ctx, st->s_protocol, protocol) < 0) ||
+        (sock && PyDict_SetItem(ctx, st->s_socket, sock) < 0)) {
         Py_XDECREF(message);
         Py_XDECREF(ctx);
         PyErr_WriteUnraisable((PyObject *)loop);
@@ -266,7 +322,7 @@ gl_loop_report_error(gl_loop *loop, PyObject *exc, gl_handle *h,
     }
     Py_DECREF(message);
     PyObject *res = PyObject_CallMethodOneArg(
-        (PyObject *)loop, st->str_call_exception_handler, ctx);
+        (PyObject *)loop, st->s_call_exception_handler, ctx);
     Py_DECREF(ctx);
     if (res == NULL) {
         /* asyncio lets SystemExit/KeyboardInterrupt from a handler escape
@@ -334,6 +390,61 @@ quit_running(gl_loop *loop)
     else if (loop->quit_func != NULL) {
         call_quit_func(loop);
     }
+}
+
+/* ------------------------------------------------------------------ */
+/* futures and call_soon for the C files                              */
+
+PyObject *
+gl_loop_future_new(gl_loop *loop)
+{
+    PyObject *args[1] = {(PyObject *)loop};
+    return PyObject_Vectorcall(loop->st->future_type, args, 0,
+                               loop->st->kwnames_loop);
+}
+
+int
+gl_loop_future_set_result(gl_state *st, PyObject *fut, PyObject *value)
+{
+    PyObject *r = PyObject_CallMethodOneArg(fut, st->s_set_result, value);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+int
+gl_loop_future_set_exception(gl_state *st, PyObject *fut, PyObject *exc)
+{
+    PyObject *r = PyObject_CallMethodOneArg(fut, st->s_set_exception, exc);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+int
+gl_loop_future_done(gl_state *st, PyObject *fut)
+{
+    PyObject *r = PyObject_CallMethodNoArgs(fut, st->s_done);
+    if (r == NULL) {
+        return -1;
+    }
+    int done = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return done;
+}
+
+int
+gl_loop_call_soon(gl_loop *loop, PyObject *callable, PyObject *args,
+                  PyObject *context)
+{
+    gl_handle *h = gl_handle_new(loop->st, (PyObject *)loop, callable, args,
+                                 context);
+    if (h == NULL) {
+        return -1;
+    }
+    int rc = gl_loop_push_ready(loop, h);
+    /* The queue's reference keeps it; untracked while queued as any
+     * call_soon handle (see gl_handle_release). */
+    Py_DECREF(h);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ */
@@ -847,7 +958,7 @@ parse_context_kw(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs,
     }
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
         PyObject *name = PyTuple_GET_ITEM(kwnames, i);
-        if (!kw_is(name, loop->st->str_context)) {
+        if (!kw_is(name, loop->st->s_context)) {
             PyErr_Format(PyExc_TypeError,
                          "%s() got an unexpected keyword argument '%U'",
                          method, name);
@@ -1241,9 +1352,7 @@ loop_remove_writer(gl_loop *loop, PyObject *fileobj)
 static PyObject *
 loop_create_future(gl_loop *loop, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *args[1] = {(PyObject *)loop};
-    return PyObject_Vectorcall(loop->st->future_type, args, 0,
-                               loop->st->kwnames_loop);
+    return gl_loop_future_new(loop);
 }
 
 static PyObject *
@@ -1263,8 +1372,8 @@ create_task_with_factory(gl_loop *loop, PyObject *coro, PyObject *kwargs)
     gl_state *st = loop->st;
     PyObject *name = NULL, *context = NULL, *factory_kw = NULL;
     if (kwargs != NULL) {
-        name = PyDict_GetItemWithError(kwargs, st->str_name);
-        context = PyDict_GetItemWithError(kwargs, st->str_context);
+        name = PyDict_GetItemWithError(kwargs, st->s_name);
+        context = PyDict_GetItemWithError(kwargs, st->s_context);
         if (PyErr_Occurred()) {
             Py_DECREF(args);
             return NULL;
@@ -1273,7 +1382,7 @@ create_task_with_factory(gl_loop *loop, PyObject *coro, PyObject *kwargs)
     if (context != NULL && context != Py_None) {
         factory_kw = PyDict_New();
         if (factory_kw == NULL ||
-            PyDict_SetItem(factory_kw, st->str_context, context) < 0) {
+            PyDict_SetItem(factory_kw, st->s_context, context) < 0) {
             Py_XDECREF(factory_kw);
             Py_DECREF(args);
             return NULL;
@@ -1283,7 +1392,7 @@ create_task_with_factory(gl_loop *loop, PyObject *coro, PyObject *kwargs)
     Py_DECREF(args);
     Py_XDECREF(factory_kw);
     if (task != NULL && name != NULL && name != Py_None) {
-        PyObject *r = PyObject_CallMethodOneArg(task, st->str_set_name, name);
+        PyObject *r = PyObject_CallMethodOneArg(task, st->s_set_name, name);
         if (r == NULL) {
             Py_CLEAR(task);
         }
@@ -1330,7 +1439,7 @@ loop_create_task(gl_loop *loop, PyObject *args, PyObject *kwargs)
     else {
         PyObject *targs = PyTuple_Pack(1, coro);
         if (targs != NULL &&
-            PyDict_SetItem(kw, loop->st->str_loop, (PyObject *)loop) == 0) {
+            PyDict_SetItem(kw, loop->st->s_loop, (PyObject *)loop) == 0) {
             task = PyObject_Call(loop->st->task_type, targs, kw);
         }
         Py_XDECREF(targs);
@@ -2007,58 +2116,15 @@ static PyType_Slot loop_slots[] = {
     {Py_tp_finalize, loop_finalize},
     {Py_tp_traverse, loop_traverse},
     {Py_tp_clear, loop_clear},
-    {Py_tp_methods, NULL},  /* filled by gl_loop_make_type */
+    {Py_tp_methods, NULL},  /* filled by module.c: every file's methods */
     {Py_tp_getset, loop_getset},
     {Py_tp_members, loop_members},
     {0, NULL},
 };
 
-static PyType_Spec loop_spec = {
+PyType_Spec gl_loop_spec = {
     .name = "glibloop._core.Loop",
     .basicsize = sizeof(gl_loop),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
     .slots = loop_slots,
 };
-
-static PyMethodDef *const method_tables[] = {
-    gl_loop_core_methods,
-    gl_signals_methods,
-    gl_sockops_methods,
-    gl_stream_methods,
-    gl_server_methods,
-    gl_udp_methods,
-    gl_pipe_methods,
-    gl_process_methods,
-};
-
-PyTypeObject *
-gl_loop_make_type(PyObject *module, gl_state *st)
-{
-    size_t n = 0;
-    size_t ntables = sizeof(method_tables) / sizeof(method_tables[0]);
-    for (size_t t = 0; t < ntables; t++) {
-        for (PyMethodDef *m = method_tables[t]; m->ml_name; m++) {
-            n++;
-        }
-    }
-    /* The type's method descriptors point into this array: it lives in the
-     * module state, which outlives the type. */
-    PyMethodDef *all = PyMem_Calloc(n + 1, sizeof(PyMethodDef));
-    if (all == NULL) {
-        PyErr_NoMemory();
-        return NULL;
-    }
-    size_t i = 0;
-    for (size_t t = 0; t < ntables; t++) {
-        for (PyMethodDef *m = method_tables[t]; m->ml_name; m++) {
-            all[i++] = *m;
-        }
-    }
-    st->loop_methods = all;
-    for (PyType_Slot *slot = loop_slots; slot->slot; slot++) {
-        if (slot->slot == Py_tp_methods) {
-            slot->pfunc = all;
-        }
-    }
-    return (PyTypeObject *)PyType_FromModuleAndSpec(module, &loop_spec, NULL);
-}

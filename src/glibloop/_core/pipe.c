@@ -59,12 +59,6 @@ typedef struct {
 
 #define T(t) GL_TRANSPORT(t)
 
-static inline gl_net_state *
-net(gl_pipe *t)
-{
-    return &t->loop->st->net;
-}
-
 /* ------------------------------------------------------------------ */
 /* closing and errors                                                 */
 
@@ -85,7 +79,7 @@ schedule_connection_lost(gl_pipe *t, PyObject *exc)
         gl_transport_close_file(T(t));
         return 0;
     }
-    return gl_transport_schedule_method(T(t), net(t)->s__call_connection_lost,
+    return gl_transport_schedule_method(T(t), GL_ST(t)->s__call_connection_lost,
                            exc ? exc : Py_None);
 }
 
@@ -132,7 +126,7 @@ on_eof(gl_pipe *t)
     }
     t->closing = 1;
     gl_transport_unwatch(T(t));
-    PyObject *eof = PyObject_GetAttr(t->protocol, net(t)->s_eof_received);
+    PyObject *eof = PyObject_GetAttr(t->protocol, GL_ST(t)->s_eof_received);
     int rc = eof ? gl_transport_schedule_call(T(t), eof, NULL) : -1;
     Py_XDECREF(eof);
     if (rc < 0) {
@@ -535,7 +529,7 @@ pipe_new(gl_loop *loop, int is_writer, PyObject *pipe, PyObject *protocol,
         PyErr_SetFromErrno(PyExc_OSError);
         return NULL;
     }
-    PyTypeObject *tp = is_writer ? st->proc.WritePipeType : st->proc.ReadPipeType;
+    PyTypeObject *tp = is_writer ? st->WritePipeType : st->ReadPipeType;
     gl_pipe *t = (gl_pipe *)tp->tp_alloc(tp, 0);
     if (t == NULL) {
         return NULL;
@@ -748,7 +742,7 @@ static PyType_Slot write_slots[] = {
     {0, NULL},
 };
 
-static PyType_Spec read_spec = {
+PyType_Spec gl_pipe_read_spec = {
     .name = "glibloop._core.ReadPipeTransport",
     .basicsize = sizeof(gl_pipe),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
@@ -756,26 +750,10 @@ static PyType_Spec read_spec = {
     .slots = read_slots,
 };
 
-static PyType_Spec write_spec = {
+PyType_Spec gl_pipe_write_spec = {
     .name = "glibloop._core.WritePipeTransport",
     .basicsize = sizeof(gl_pipe),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
              Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = write_slots,
 };
-
-int
-gl_pipe_make_types(PyObject *module, gl_state *st)
-{
-    st->proc.ReadPipeType = gl_transport_make_type(module, &read_spec, "ReadTransport", NULL);
-    if (st->proc.ReadPipeType == NULL ||
-        PyModule_AddType(module, st->proc.ReadPipeType) < 0) {
-        return -1;
-    }
-    st->proc.WritePipeType = gl_transport_make_type(module, &write_spec, "_FlowControlMixin", NULL);
-    if (st->proc.WritePipeType == NULL ||
-        PyModule_AddType(module, st->proc.WritePipeType) < 0) {
-        return -1;
-    }
-    return 0;
-}

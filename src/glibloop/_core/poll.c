@@ -476,6 +476,18 @@ gl_poll_check_not_owned(gl_poll *p, int fd, PyObject *fileobj)
     return is_closing > 0 ? 0 : -1;
 }
 
+char *
+gl_poll_readbuf(gl_poll *p)
+{
+    if (p->readbuf == NULL) {
+        p->readbuf = PyMem_Malloc(GL_READBUF_SIZE);
+        if (p->readbuf == NULL) {
+            PyErr_NoMemory();
+        }
+    }
+    return p->readbuf;
+}
+
 void
 gl_poll_arm_timer(gl_poll *p, int64_t deadline_ns)
 {

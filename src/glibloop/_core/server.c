@@ -79,7 +79,7 @@ static int
 out_of_resources(gl_listener *l)
 {
     PyObject *exc = gl_err_fetch();
-    PyObject *trsock = PyObject_CallOneArg(l->loop->st->net.transport_socket, l->sock);
+    PyObject *trsock = PyObject_CallOneArg(l->loop->st->transport_socket, l->sock);
     if (trsock == NULL) {
         PyErr_WriteUnraisable((PyObject *)l);
     }
@@ -91,7 +91,7 @@ out_of_resources(gl_listener *l)
         return -1;  /* the handler's SystemExit/KeyboardInterrupt, as asyncio */
     }
     unwatch(l);
-    PyObject *resume = PyObject_GetAttr((PyObject *)l, l->loop->st->net.s__resume_accepting);
+    PyObject *resume = PyObject_GetAttr((PyObject *)l, l->loop->st->s__resume_accepting);
     PyObject *handle = resume ? PyObject_CallMethod((PyObject *)l->loop, "call_later",
                                                     "dO", GL_ACCEPT_RETRY_DELAY, resume)
                               : NULL;
@@ -131,7 +131,7 @@ report_setup_error(gl_listener *l, PyObject *protocol)
 static PyObject *
 make_socket(gl_listener *l, int fd)
 {
-    gl_net_state *n = &l->loop->st->net;
+    gl_state *n = l->loop->st;
     PyObject *fdobj = PyLong_FromLong(fd);
     if (fdobj == NULL) {
         return NULL;
@@ -167,7 +167,7 @@ abandon(gl_listener *l, PyObject *conn, PyObject *protocol)
 {
     int rc = report_setup_error(l, protocol);
     PyObject *fatal = rc < 0 ? gl_err_fetch() : NULL;
-    PyObject *c = PyObject_CallMethodNoArgs(conn, l->loop->st->net.s_close);
+    PyObject *c = PyObject_CallMethodNoArgs(conn, l->loop->st->s_close);
     Py_XDECREF(c);
     PyErr_Clear();
     if (fatal != NULL) {
@@ -183,14 +183,14 @@ set_up(gl_listener *l, int fd, struct sockaddr_storage *ss, socklen_t sslen,
        PyObject *context)
 {
     gl_loop *loop = l->loop;
-    gl_net_state *n = &loop->st->net;
+    gl_state *n = loop->st;
     PyObject *conn = make_socket(l, fd);
     if (conn == NULL) {
         close(fd);
         return report_setup_error(l, NULL);
     }
     PyObject *protocol = NULL, *transport = NULL, *extra = NULL;
-    PyObject *addr = gl_sockaddr_to_py(ss, sslen);
+    PyObject *addr = gl_sock_addr_to_py(ss, sslen);
     if (addr == NULL && !PyErr_Occurred()) {
         addr = PyObject_CallMethodNoArgs(conn, n->s_getpeername);
     }
@@ -239,9 +239,9 @@ serve_one(gl_listener *l, int fd, struct sockaddr_storage *ss, socklen_t sslen)
         close(fd);
         return report_setup_error(l, NULL);
     }
-    gl_net_frame f;
-    gl_net_enter(l->loop, context, &f);
-    int rc = gl_net_leave(l->loop, &f, set_up(l, fd, ss, sslen, context));
+    gl_loop_frame f;
+    gl_loop_enter(l->loop, context, &f);
+    int rc = gl_loop_leave(l->loop, &f, set_up(l, fd, ss, sslen, context));
     Py_DECREF(context);
     return rc;
 }
@@ -286,7 +286,7 @@ static gl_listener *
 find_listener(gl_loop *loop, int fd)
 {
     PyObject *owner = gl_poll_watcher(&loop->poll, fd, NULL);
-    if (owner != NULL && Py_IS_TYPE(owner, loop->st->net.ListenerType)) {
+    if (owner != NULL && Py_IS_TYPE(owner, loop->st->ListenerType)) {
         return (gl_listener *)owner;
     }
     return NULL;
@@ -307,7 +307,7 @@ loop_start_serving(gl_loop *loop, PyObject *args, PyObject *kwds)
         gl_loop_check_not_closed(loop) < 0) {
         return NULL;
     }
-    context = gl_net_context(context);
+    context = gl_loop_context(context);
     if (context == NULL) {
         return NULL;
     }
@@ -319,7 +319,7 @@ loop_start_serving(gl_loop *loop, PyObject *args, PyObject *kwds)
         Py_DECREF(context);
         return NULL;
     }
-    gl_net_state *n = &loop->st->net;
+    gl_state *n = loop->st;
     gl_listener *old = find_listener(loop, fd);
     if (old != NULL) {
         /* Serving again (after a pause or a second start_serving()):
@@ -376,7 +376,7 @@ loop_stop_serving(gl_loop *loop, PyObject *sock)
             Py_DECREF(l);
         }
     }
-    return PyObject_CallMethodNoArgs(sock, loop->st->net.s_close);
+    return PyObject_CallMethodNoArgs(sock, loop->st->s_close);
 }
 
 PyMethodDef gl_server_methods[] = {

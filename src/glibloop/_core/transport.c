@@ -27,12 +27,6 @@
 #define GL_TRANSPORT_READS_PER_EVENT 16
 #define GL_TRANSPORT_LOG_CONNLOST_WRITES 5    /* asyncio's LOG_THRESHOLD_... */
 
-static inline gl_net_state *
-net(gl_transport *t)
-{
-    return &t->loop->st->net;
-}
-
 /* ------------------------------------------------------------------ */
 /* set-up and small helpers                                           */
 
@@ -68,7 +62,7 @@ gl_transport_init(gl_transport *t, gl_loop *loop, int fd, int flow_control,
 {
     t->loop = (gl_loop *)Py_NewRef(loop);
     t->fd = fd;
-    t->context = gl_net_context(context);
+    t->context = gl_loop_context(context);
     if (t->context == NULL) {
         return -1;
     }
@@ -87,7 +81,7 @@ gl_transport_set_protocol(gl_transport *t, PyObject *protocol, int detect_buffer
 {
     int buffered = 0;
     if (detect_buffered) {
-        buffered = PyObject_IsInstance(protocol, net(t)->buffered_protocol);
+        buffered = PyObject_IsInstance(protocol, GL_ST(t)->buffered_protocol);
         if (buffered < 0) {
             return -1;
         }
@@ -139,7 +133,7 @@ gl_transport_schedule_method(gl_transport *t, PyObject *name, PyObject *arg)
 int
 gl_transport_schedule_start(gl_transport *t, PyObject *waiter, int start_reading)
 {
-    gl_net_state *n = net(t);
+    gl_state *n = GL_ST(t);
     PyObject *made = PyObject_GetAttr(t->protocol, n->s_connection_made);
     if (made == NULL) {
         return -1;
@@ -164,7 +158,7 @@ gl_transport_schedule_start(gl_transport *t, PyObject *waiter, int start_reading
 void
 gl_transport_log(gl_transport *t, const char *level, const char *fmt)
 {
-    PyObject *r = PyObject_CallMethod(net(t)->logger, level, "sO", fmt, (PyObject *)t);
+    PyObject *r = PyObject_CallMethod(GL_ST(t)->logger, level, "sO", fmt, (PyObject *)t);
     if (r == NULL) {
         PyErr_WriteUnraisable((PyObject *)t);
     }
@@ -242,7 +236,7 @@ gl_transport_read_data(gl_transport *t, int can_ask, gl_transport_read_fn read_f
         n = read_exact(t, read_fn, data, queued);
     }
     if (n == -4) {
-        char *buf = gl_loop_readbuf(t->loop);
+        char *buf = gl_poll_readbuf(&t->loop->poll);
         if (buf == NULL) {
             return -3;
         }
@@ -261,7 +255,7 @@ int
 gl_transport_data_received(gl_transport *t, PyObject *data)
 {
     PyObject *cb = gl_transport_protocol_method(t, &t->data_received,
-                                                net(t)->s_data_received);
+                                                GL_ST(t)->s_data_received);
     PyObject *r = cb ? PyObject_CallOneArg(cb, data) : NULL;
     Py_DECREF(data);
     Py_XDECREF(r);
@@ -271,7 +265,7 @@ gl_transport_data_received(gl_transport *t, PyObject *data)
 int
 gl_transport_get_buffer(gl_transport *t, Py_buffer *view)
 {
-    PyObject *cb = gl_transport_protocol_method(t, &t->get_buffer, net(t)->s_get_buffer);
+    PyObject *cb = gl_transport_protocol_method(t, &t->get_buffer, GL_ST(t)->s_get_buffer);
     PyObject *hint = PyLong_FromLong(-1);
     PyObject *buf = (cb && hint) ? PyObject_CallOneArg(cb, hint) : NULL;
     Py_XDECREF(hint);
@@ -295,7 +289,7 @@ int
 gl_transport_buffer_updated(gl_transport *t, Py_ssize_t n)
 {
     PyObject *cb = gl_transport_protocol_method(t, &t->buffer_updated,
-                                                net(t)->s_buffer_updated);
+                                                GL_ST(t)->s_buffer_updated);
     PyObject *count = PyLong_FromSsize_t(n);
     PyObject *r = (cb && count) ? PyObject_CallOneArg(cb, count) : NULL;
     Py_XDECREF(count);
@@ -318,7 +312,7 @@ schedule_read(gl_transport *t)
     if (t->read_scheduled) {
         return 0;
     }
-    if (gl_transport_schedule_method(t, net(t)->s__read_ready, NULL) < 0) {
+    if (gl_transport_schedule_method(t, GL_ST(t)->s__read_ready, NULL) < 0) {
         return -1;
     }
     t->read_scheduled = 1;
@@ -372,9 +366,9 @@ gl_transport_on_event(gl_loop *loop, PyObject *owner, uint32_t ev)
         t->deferred |= ev;
         return 0;
     }
-    gl_net_frame f;
-    gl_net_enter(loop, t->context, &f);
-    return gl_net_leave(loop, &f, handle_events(t, ev));
+    gl_loop_frame f;
+    gl_loop_enter(loop, t->context, &f);
+    return gl_loop_leave(loop, &f, handle_events(t, ev));
 }
 
 PyObject *
@@ -494,7 +488,7 @@ gl_transport_fatal_error(gl_transport *t, const char *message, int eio_only,
         return -1;
     }
     else if (t->loop->debug) {
-        PyObject *r = PyObject_CallMethod(net(t)->logger, "debug", "sOs", "%r: %s",
+        PyObject *r = PyObject_CallMethod(GL_ST(t)->logger, "debug", "sOs", "%r: %s",
                                           (PyObject *)t, message);
         if (r == NULL) {
             PyErr_WriteUnraisable((PyObject *)t);
@@ -520,7 +514,7 @@ gl_transport_close(gl_transport *t)
         return 0;  /* the writable edge that empties the queue finishes */
     }
     t->conn_lost++;
-    return gl_transport_schedule_method(t, net(t)->s__call_connection_lost, Py_None);
+    return gl_transport_schedule_method(t, GL_ST(t)->s__call_connection_lost, Py_None);
 }
 
 int
@@ -532,7 +526,7 @@ gl_transport_force_close(gl_transport *t, PyObject *exc)
     gl_wq_clear(t);
     t->closing = 1;
     t->conn_lost++;
-    return gl_transport_schedule_method(t, net(t)->s__call_connection_lost,
+    return gl_transport_schedule_method(t, GL_ST(t)->s__call_connection_lost,
                                         exc ? exc : Py_None);
 }
 
@@ -541,7 +535,7 @@ gl_transport_connection_lost(gl_transport *t, PyObject *exc, int call)
 {
     PyObject *res = NULL;
     if (call && t->protocol != NULL) {
-        res = PyObject_CallMethodOneArg(t->protocol, net(t)->s_connection_lost, exc);
+        res = PyObject_CallMethodOneArg(t->protocol, GL_ST(t)->s_connection_lost, exc);
     }
     else {
         res = Py_NewRef(Py_None);
@@ -733,7 +727,7 @@ gl_transport_write(gl_transport *t, PyObject *data, int is_socket, int refused,
         /* Never write to the fd of a lost connection: it may be reused. */
         PyBuffer_Release(&view);
         if (t->conn_lost >= GL_TRANSPORT_LOG_CONNLOST_WRITES) {
-            PyObject *r = PyObject_CallMethod(net(t)->logger, "warning", "s",
+            PyObject *r = PyObject_CallMethod(GL_ST(t)->logger, "warning", "s",
                                               refused_warning);
             if (r == NULL) {
                 return -1;
@@ -812,7 +806,7 @@ gl_transport_maybe_pause(gl_transport *t)
     }
     t->protocol_paused = 1;
     mirror_paused(t);
-    return call_protocol_hook(t, net(t)->s_pause_writing,
+    return call_protocol_hook(t, GL_ST(t)->s_pause_writing,
                               "protocol.pause_writing() failed");
 }
 
@@ -824,7 +818,7 @@ gl_transport_maybe_resume(gl_transport *t)
     }
     t->protocol_paused = 0;
     mirror_paused(t);
-    return call_protocol_hook(t, net(t)->s_resume_writing,
+    return call_protocol_hook(t, GL_ST(t)->s_resume_writing,
                               "protocol.resume_writing() failed");
 }
 
@@ -947,9 +941,8 @@ layout_matches(PyObject *base)
                offsetof(gl_transport, fc_protocol_paused);
 }
 
-PyTypeObject *
-gl_transport_make_type(PyObject *module, PyType_Spec *spec, const char *base_name,
-                       const char *base2_name)
+PyObject *
+gl_transport_bases(const char *base_name, const char *base2_name)
 {
     PyObject *mod = PyImport_ImportModule("asyncio.transports");
     if (mod == NULL) {
@@ -962,21 +955,61 @@ gl_transport_make_type(PyObject *module, PyType_Spec *spec, const char *base_nam
         Py_XDECREF(base);
         return NULL;
     }
-    PyObject *bases = base2 ? PyTuple_Pack(2, base, base2) : PyTuple_Pack(1, base);
-    PyObject *type = NULL;
-    if (bases != NULL) {
-        if (layout_matches(base)) {
-            type = PyType_FromModuleAndSpec(module, spec, bases);
-        }
-        else {
-            PyErr_Format(PyExc_RuntimeError,
-                         "asyncio.transports.%s has an unexpected layout", base_name);
-        }
+    PyObject *bases = NULL;
+    if (layout_matches(base)) {
+        bases = base2 ? PyTuple_Pack(2, base, base2) : PyTuple_Pack(1, base);
     }
-    Py_XDECREF(bases);
+    else {
+        PyErr_Format(PyExc_RuntimeError,
+                     "asyncio.transports.%s has an unexpected layout", base_name);
+    }
     Py_DECREF(base);
     Py_XDECREF(base2);
-    return (PyTypeObject *)type;
+    return bases;
+}
+
+/* ------------------------------------------------------------------ */
+/* extra info                                                         */
+
+static int
+set_sock_info(PyObject *dict, PyObject *sock, PyObject *name, PyObject *method)
+{
+    PyObject *v = PyObject_CallMethodNoArgs(sock, method);
+    if (v == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_OSError)) {
+            return -1;
+        }
+        PyErr_Clear();
+        v = Py_NewRef(Py_None);
+    }
+    int rc = PyDict_SetItem(dict, name, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+PyObject *
+gl_transport_extra(gl_state *st, PyObject *sock, PyObject *extra)
+{
+    gl_state *n = st;
+    PyObject *d = extra && extra != Py_None ? PyDict_Copy(extra) : PyDict_New();
+    if (d == NULL) {
+        return NULL;
+    }
+    PyObject *trsock = PyObject_CallOneArg(n->transport_socket, sock);
+    if (trsock == NULL || PyDict_SetItem(d, n->s_socket, trsock) < 0 ||
+        set_sock_info(d, sock, n->s_sockname, n->s_getsockname) < 0) {
+        Py_XDECREF(trsock);
+        Py_DECREF(d);
+        return NULL;
+    }
+    Py_DECREF(trsock);
+    int has = PyDict_Contains(d, n->s_peername);
+    if (has < 0 || (has == 0 && set_sock_info(d, sock, n->s_peername,
+                                              n->s_getpeername) < 0)) {
+        Py_DECREF(d);
+        return NULL;
+    }
+    return d;
 }
 
 /* ------------------------------------------------------------------ */
