@@ -1,20 +1,33 @@
 /* Shared declarations of the glibloop core.
  *
  * One concern per file, and its prefix on everything the file exports:
- * gl_module_ (module.c: the module, its state, every heap type made from
- * the specs the files export), gl_loop_ (loop.c: the Loop type, futures,
- * call_soon, the one exception reporter), gl_source_ (source.c: the
- * GSource), gl_handle_/gl_timer_ (handle.c: Handle, TimerHandle),
- * gl_timers_ (timers.c: the timer heap), gl_poll_ (poll.c: the epoll set,
- * the read buffer), gl_signals_ (signals.c), gl_sock_ (sock.c: a socket's
- * fd, socket addresses), gl_sockops_/gl_sockwait_ (sockops.c: sock_*
- * coroutines), gl_transport_/gl_wq_ (transport.c: what the transports
- * share, the write queue), gl_stream_ (stream.c), gl_server_/gl_listener_
- * (server.c), gl_udp_ (udp.c), gl_pipe_ (pipe.c), gl_process_ (process.c:
- * child watches).  A file owns the structures its section below declares;
- * the module state belongs to module.c alone (made, traversed and cleared
- * there).  Functions that can fail return 0 on success and -1 with a
- * Python exception set, unless they say otherwise.
+ *   module.c     gl_module_   the module; its state, every heap type (made
+ *                             from the specs the files export)
+ *   loop.c       gl_loop_     the Loop type and its Python-facing core;
+ *                             futures and call_soon for the C files; the
+ *                             one exception reporter
+ *   sched.c      gl_sched_    the scheduler: the ready queue, rounds,
+ *                             batches, GLib's turns, asyncio's order
+ *   source.c     gl_source_   the GSource; running on GLib
+ *   tasks.c      gl_tasks_    create_future, create_task
+ *   handle.c     gl_handle_, gl_timer_   Handle, TimerHandle
+ *   timers.c     gl_timers_   the timer heap
+ *   poll.c       gl_poll_     the epoll set, readers and writers, the
+ *                             read buffer
+ *   signals.c    gl_signals_  signal handlers and the wake-up fd
+ *   sock.c       gl_sock_     a socket's fd, socket addresses
+ *   sockops.c    gl_sockops_, gl_sockwait_   the sock_* operations
+ *   transport.c  gl_transport_   what the C transports share
+ *   wq.c         gl_wq_       the write queue, write()'s course
+ *   stream.c     gl_stream_   the stream transport
+ *   server.c     gl_server_, gl_listener_   listening sockets
+ *   udp.c        gl_udp_      the datagram transport
+ *   pipe.c       gl_pipe_     the pipe transports
+ *   process.c    gl_process_  child watches, the orphan reaper
+ * A file owns the structures its section below declares; the module
+ * state belongs to module.c alone (made, traversed and cleared there).
+ * Functions that can fail return 0 on success and -1 with a Python
+ * exception set, unless they say otherwise.
  */
 #ifndef GLIBLOOP_INTERNAL_H
 #define GLIBLOOP_INTERNAL_H
@@ -134,6 +147,9 @@ extern PyType_Spec gl_process_child_spec;         /* process.c */
 /* Each concern's methods of the Loop type live in its own file; module.c
  * joins them when it makes the type.  Add a table there. */
 extern PyMethodDef gl_loop_core_methods[];   /* loop.c */
+extern PyMethodDef gl_source_methods[];      /* source.c */
+extern PyMethodDef gl_tasks_methods[];       /* tasks.c */
+extern PyMethodDef gl_poll_methods[];        /* poll.c */
 extern PyMethodDef gl_signals_methods[];     /* signals.c */
 extern PyMethodDef gl_sockops_methods[];     /* sockops.c */
 extern PyMethodDef gl_stream_methods[];      /* stream.c */
@@ -141,6 +157,18 @@ extern PyMethodDef gl_server_methods[];      /* server.c */
 extern PyMethodDef gl_udp_methods[];         /* udp.c */
 extern PyMethodDef gl_pipe_methods[];        /* pipe.c */
 extern PyMethodDef gl_process_methods[];     /* process.c */
+
+/* The named results of the functions that return a count or an fd, >= 0,
+ * on success (the reads of the transports, gl_sock_fileno). */
+enum {
+    GL_RC_AGAIN = -1,            /* a read: nothing more can be read now
+                                  * (would block, or the transport failed
+                                  * and was closed) */
+    GL_RC_STOP = -2,             /* SystemExit/KeyboardInterrupt set: stop
+                                  * the loop */
+    GL_RC_ERROR = -3,            /* an exception set, for the caller */
+    GL_RC_NOT_DONE = -4,         /* not done: take the other way */
+};
 
 /* Exceptions a callback may raise that must stop the loop. */
 static inline int
@@ -214,7 +242,7 @@ int gl_handle_run(gl_handle *h);
 void gl_handle_cancel_internal(gl_handle *h);
 
 /* ------------------------------------------------------------------ */
-/* ready queue (loop.c): a ring buffer indexed by ever-growing counters */
+/* ready queue (sched.c): a ring buffer indexed by ever-growing counters */
 
 typedef struct {
     gl_handle **items;
@@ -412,14 +440,14 @@ gl_monotonic_ns(void)
     return (int64_t)ts.tv_sec * GL_NS_PER_SEC + ts.tv_nsec;
 }
 
-int gl_loop_push_ready(gl_loop *loop, gl_handle *h);   /* takes a new ref */
-void gl_loop_update_deadline(gl_loop *loop);
-/* Runs rounds until the queue is empty, the budget is spent, stop() was
- * called or a callback raised SystemExit/KeyboardInterrupt. Needs the GIL.
- * epoll_readable: GLib saw the epoll fd readable, so the first round reads
- * it even when no user fd is registered (timerfd, signal wake-up). */
-void gl_loop_run_batch(gl_loop *loop, int epoll_readable);
 int gl_loop_check_not_closed(gl_loop *loop);
+/* Argument checks of the Loop methods, as asyncio words them: at least min
+ * positional arguments (names lists them for the message); a callback that
+ * is callable and no coroutine; the tuple of args[0:n]. */
+int gl_loop_need_args(Py_ssize_t nargs, Py_ssize_t min, const char *method,
+                      const char *names);
+int gl_loop_check_callback(PyObject *cb, const char *method);
+PyObject *gl_loop_args_tuple(PyObject *const *args, Py_ssize_t n);
 /* The one exception reporter, for handles and C watchers alike.  A
  * SystemExit/KeyboardInterrupt exc is not reported: it is set again and -1
  * returned, to stop the loop.  Anything else (exc may be NULL) goes to
@@ -451,26 +479,52 @@ int gl_loop_call_soon(gl_loop *loop, PyObject *callable, PyObject *args,
  * call of a transport, listener connection or child watch runs in one
  * contextvars.Context captured when it was made: each accepted connection
  * in its own copy of its server's.  Its handles are queued in it; a C
- * watcher enters it around its protocol calls:
- *     gl_loop_frame f;
- *     gl_loop_enter(loop, ctx, &f);
- *     rc = ...protocol calls...;
- *     rc = gl_loop_leave(loop, &f, rc);
+ * watcher enters it around its protocol calls (gl_sched_enter).
  * gl_loop_context(context): context itself, or a copy of the current
  * context for NULL/None (new reference; TypeError if not a Context). */
 PyObject *gl_loop_context(PyObject *context);
+
+/* ------------------------------------------------------------------ */
+/* the scheduler (sched.c): the ready queue, rounds, batches, GLib's   */
+/* turns, asyncio's order for C watchers, handles put aside            */
+
+int gl_sched_push(gl_loop *loop, gl_handle *h);   /* takes a new ref */
+/* Drops cancelled timers off the top of the heap and publishes the next
+ * deadline for the GSource's prepare. */
+void gl_sched_update_deadline(gl_loop *loop);
+/* Runs rounds until the queue is empty, the budget is spent, stop() was
+ * called or a callback raised SystemExit/KeyboardInterrupt. Needs the GIL.
+ * epoll_readable: GLib saw the epoll fd readable, so the first round reads
+ * it even when no user fd is registered (timerfd, signal wake-up). */
+void gl_sched_run_batch(gl_loop *loop, int epoll_readable);
+/* At the start of a poll's dispatch: 1 if the C watchers' events of this
+ * poll must be held back (gl_poll_run_held replays them when run_round
+ * reaches the callbacks queued after the poll), 0 if they run at once. */
+int gl_sched_hold_watchers(gl_loop *loop);
+/* The ready queue and the handles put aside: released / visited. */
+void gl_sched_clear(gl_loop *loop);
+int gl_sched_traverse(gl_loop *loop, visitproc visit, void *arg);
+/* A C watcher enters its transport's context (see gl_loop_context)
+ * around its protocol calls:
+ *     gl_sched_frame f;
+ *     gl_sched_enter(loop, ctx, &f);
+ *     rc = ...protocol calls...;
+ *     rc = gl_sched_leave(loop, &f, rc);
+ * The context is recorded at the dispatch depth as a running handle's is,
+ * so a nested main loop defers the handles queued in it. */
 typedef struct {
     PyObject *ctx;               /* entered, NULL if it could not be */
     PyObject *outer;             /* loop->entered[depth] before */
     int depth;
-} gl_loop_frame;
+} gl_sched_frame;
 /* Never fails: a Context already entered further up the stack (its own
  * callback started a nested main loop) is not entered again, and the
  * calls run in the current one. */
-void gl_loop_enter(gl_loop *loop, PyObject *ctx, gl_loop_frame *f);
+void gl_sched_enter(gl_loop *loop, PyObject *ctx, gl_sched_frame *f);
 /* Leaves the context; rc is the watcher's result, returned, with its
  * exception (SystemExit/KeyboardInterrupt) kept. */
-int gl_loop_leave(gl_loop *loop, gl_loop_frame *f, int rc);
+int gl_sched_leave(gl_loop *loop, gl_sched_frame *f, int rc);
+
 
 /* ------------------------------------------------------------------ */
 /* signal wake-up (signals.c)                                         */
@@ -489,8 +543,8 @@ int gl_signals_on_wakeup(gl_loop *loop);
 /* ------------------------------------------------------------------ */
 /* sockets (sock.c)                                                   */
 
-/* sock.fileno() as an int (-1 for a closed socket), or -2 with an
- * exception set. */
+/* sock.fileno() as an int (-1 for a closed socket), or GL_RC_ERROR with
+ * an exception set. */
 int gl_sock_fileno(gl_state *st, PyObject *sock);
 /* The Python address of a sockaddr of AF_INET, AF_INET6 or AF_UNIX, as the
  * socket module makes it.  NULL without an exception for other families
@@ -658,12 +712,13 @@ int gl_transport_force_close(gl_transport *t, PyObject *exc);
 PyObject *gl_transport_connection_lost(gl_transport *t, PyObject *exc, int call);
 
 /* Reading for the protocols: read_fn is the transport's read syscall with
- * its error handling, returning the byte count, 0 at EOF (handled), -1
- * when nothing more can be read now, -2 for SystemExit/KeyboardInterrupt. */
+ * its error handling, returning the byte count, 0 at EOF (handled),
+ * GL_RC_AGAIN when nothing more can be read now, GL_RC_STOP for
+ * SystemExit/KeyboardInterrupt. */
 typedef Py_ssize_t (*gl_transport_read_fn)(gl_transport *t, char *buf, size_t size);
 /* One read for data_received(): returns read_fn's count with *data the
- * new bytes object, read_fn's value when that is <= 0, or -3 with an
- * exception set (memory).  After a large read (bulk data) on an fd that
+ * new bytes object, read_fn's value when that is <= 0, or GL_RC_ERROR
+ * with an exception set (memory).  After a large read (bulk data) on an fd that
  * can_ask, the fd is asked how much it holds (FIONREAD) and exactly that
  * is read into the bytes object: an ioctl costs less than copying tens of
  * KiB out of the loop's read buffer, which small reads still use.
@@ -678,8 +733,8 @@ int gl_transport_data_received(gl_transport *t, PyObject *data);
 int gl_transport_get_buffer(gl_transport *t, Py_buffer *view);
 int gl_transport_buffer_updated(gl_transport *t, Py_ssize_t n);
 
-/* The write queue; push takes a new reference, consume drops n written
- * bytes from the front. */
+/* The write queue (wq.c); push takes a new reference, consume drops n
+ * written bytes from the front. */
 void gl_wq_clear(gl_transport *t);
 int gl_wq_push(gl_transport *t, PyObject *bytes, Py_ssize_t off);
 void gl_wq_consume(gl_transport *t, Py_ssize_t n);
@@ -688,7 +743,7 @@ void gl_wq_consume(gl_transport *t, Py_ssize_t n);
  * -1 with OSError set (the queue as it was). */
 int gl_wq_flush(gl_transport *t, int is_socket);
 /* TypeError unless data is bytes, bytearray or memoryview (asyncio's). */
-int gl_transport_check_data(PyObject *data);
+int gl_wq_check_data(PyObject *data);
 /* write(data)'s course, as asyncio's: b"" does nothing; while refused (the
  * connection is lost) the write is only counted, with refused_warning
  * logged from the fifth on; else the syscall is tried at once when
@@ -696,10 +751,10 @@ int gl_transport_check_data(PyObject *data);
  * what the kernel did not take is queued (bytes as they are, anything else
  * copied), which may pause the protocol.  1 done; 0 the syscall failed,
  * with the OSError set for the caller to report; -1 error. */
-int gl_transport_write(gl_transport *t, PyObject *data, int is_socket, int refused,
-                       const char *refused_warning);
+int gl_wq_write(gl_transport *t, PyObject *data, int is_socket, int refused,
+                const char *refused_warning);
 /* bytes(b"".join(list)), for writelines(). */
-PyObject *gl_transport_join(PyObject *list);
+PyObject *gl_wq_join(PyObject *list);
 
 /* Flow control: pause_writing() above the high-water mark, resume_writing()
  * at or below the low one; -1 only for SystemExit/KeyboardInterrupt (other
@@ -765,6 +820,9 @@ void gl_source_wakeup(gl_loop *loop);
 void gl_source_set_paused(gl_loop *loop, int paused);
 void gl_source_mute_turn(gl_loop *loop);
 void gl_source_unmute_turn(gl_loop *loop);
+/* The GMainContext of a PyGObject GLib.MainContext (borrowed), or NULL with
+ * TypeError set. */
+GMainContext *gl_source_context_of(PyObject *obj);
 
 /* ------------------------------------------------------------------ */
 /* exceptions across Python versions                                  */

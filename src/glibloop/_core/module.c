@@ -73,6 +73,9 @@ static const struct {
  * them all. */
 static PyMethodDef *const loop_method_tables[] = {
     gl_loop_core_methods,
+    gl_source_methods,
+    gl_tasks_methods,
+    gl_poll_methods,
     gl_signals_methods,
     gl_sockops_methods,
     gl_stream_methods,

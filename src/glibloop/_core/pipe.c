@@ -139,9 +139,9 @@ on_eof(gl_pipe *t)
 }
 
 /* read() with the error handling both protocol kinds share: the byte
- * count, 0 for EOF (handled), -1 when nothing more can be read now (would
- * block, or the transport failed and closed), -2 for an exception that
- * must stop the loop. */
+ * count, 0 for EOF (handled), GL_RC_AGAIN when nothing more can be read
+ * now (would block, or the transport failed and closed), GL_RC_STOP for
+ * an exception that must stop the loop. */
 static Py_ssize_t
 read_some(gl_pipe *t, char *buf, size_t size)
 {
@@ -155,12 +155,12 @@ read_some(gl_pipe *t, char *buf, size_t size)
     t->read_pending = 0;
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            return -1;
+            return GL_RC_AGAIN;
         }
         PyErr_SetFromErrno(PyExc_OSError);
-        return fatal_error(t, "Fatal read error on pipe transport") < 0 ? -2 : -1;
+        return fatal_error(t, "Fatal read error on pipe transport") < 0 ? GL_RC_STOP : GL_RC_AGAIN;
     }
-    return on_eof(t) < 0 ? -2 : 0;
+    return on_eof(t) < 0 ? GL_RC_STOP : 0;
 }
 
 /* After a read of n bytes out of size: may there be more right now?  A
@@ -189,11 +189,11 @@ read_once_data(gl_pipe *t)
     Py_ssize_t queued;
     Py_ssize_t n = gl_transport_read_data(T(t), t->short_read_drains, read_fn, &data,
                                           &queued);
-    if (n == -3) {
+    if (n == GL_RC_ERROR) {
         return fatal_error(t, "Fatal read error on pipe transport");
     }
     if (n <= 0) {
-        return n == -2 ? -1 : 0;
+        return n == GL_RC_STOP ? -1 : 0;
     }
     t->read_pending = queued ? t->hangup || queued > n : more_after(t, n, GL_READBUF_SIZE);
     if (gl_transport_data_received(T(t), data) < 0) {
@@ -213,7 +213,7 @@ read_once_buffered(gl_pipe *t)
     Py_ssize_t n = read_some(t, view.buf, (size_t)size);
     PyBuffer_Release(&view);
     if (n <= 0) {
-        return n == -2 ? -1 : 0;
+        return n == GL_RC_STOP ? -1 : 0;
     }
     t->read_pending = more_after(t, n, size);
     if (gl_transport_buffer_updated(T(t), n) < 0) {
@@ -291,10 +291,10 @@ peer_closed(gl_pipe *t)
 static PyObject *
 pipe_write(gl_pipe *t, PyObject *data)
 {
-    if (gl_transport_check_data(data) < 0) {
+    if (gl_wq_check_data(data) < 0) {
         return NULL;
     }
-    int rc = gl_transport_write(
+    int rc = gl_wq_write(
         T(t), data, 0, t->conn_lost || t->closing,
         "pipe closed by peer or os.write(pipe, data) raised exception.");
     if (rc == 0) {
@@ -312,7 +312,7 @@ pipe_write(gl_pipe *t, PyObject *data)
 static PyObject *
 pipe_writelines(gl_pipe *t, PyObject *list)
 {
-    PyObject *joined = gl_transport_join(list);
+    PyObject *joined = gl_wq_join(list);
     if (joined == NULL) {
         return NULL;
     }
@@ -520,7 +520,7 @@ pipe_new(gl_loop *loop, int is_writer, PyObject *pipe, PyObject *protocol,
         return NULL;
     }
     int fd = gl_sock_fileno(st, pipe);
-    if (fd == -2) {
+    if (fd == GL_RC_ERROR) {
         return NULL;
     }
     if (fd < 0) {

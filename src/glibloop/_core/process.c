@@ -358,9 +358,9 @@ child_on_event(gl_loop *loop, PyObject *owner, uint32_t Py_UNUSED(ev))
         c->returncode = 255;
     }
     PyObject *context = Py_NewRef(c->context);  /* deliver() may drop c's */
-    gl_loop_frame f;
-    gl_loop_enter(loop, context, &f);
-    int rc = gl_loop_leave(loop, &f, deliver(c, rc_obj));
+    gl_sched_frame f;
+    gl_sched_enter(loop, context, &f);
+    int rc = gl_sched_leave(loop, &f, deliver(c, rc_obj));
     Py_DECREF(context);
     Py_XDECREF(rc_obj);
     return rc;

@@ -239,9 +239,9 @@ serve_one(gl_listener *l, int fd, struct sockaddr_storage *ss, socklen_t sslen)
         close(fd);
         return report_setup_error(l, NULL);
     }
-    gl_loop_frame f;
-    gl_loop_enter(l->loop, context, &f);
-    int rc = gl_loop_leave(l->loop, &f, set_up(l, fd, ss, sslen, context));
+    gl_sched_frame f;
+    gl_sched_enter(l->loop, context, &f);
+    int rc = gl_sched_leave(l->loop, &f, set_up(l, fd, ss, sslen, context));
     Py_DECREF(context);
     return rc;
 }
@@ -363,7 +363,7 @@ static PyObject *
 loop_stop_serving(gl_loop *loop, PyObject *sock)
 {
     int fd = gl_sock_fileno(loop->st, sock);
-    if (fd == -2) {
+    if (fd == GL_RC_ERROR) {
         return NULL;
     }
     if (fd >= 0 && !loop->closed) {

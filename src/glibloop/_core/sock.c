@@ -15,16 +15,16 @@ gl_sock_fileno(gl_state *st, PyObject *sock)
 {
     PyObject *r = PyObject_CallMethodNoArgs(sock, st->s_fileno);
     if (r == NULL) {
-        return -2;
+        return GL_RC_ERROR;
     }
     long fd = PyLong_AsLong(r);
     Py_DECREF(r);
     if (fd == -1 && PyErr_Occurred()) {
-        return -2;
+        return GL_RC_ERROR;
     }
     if (fd < -1 || fd > INT32_MAX) {
         PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %ld", fd);
-        return -2;
+        return GL_RC_ERROR;
     }
     return (int)fd;
 }

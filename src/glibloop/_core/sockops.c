@@ -101,7 +101,7 @@ static int
 attempt_recv(gl_loop *loop, sockop *op, PyObject **result)
 {
     int fd = gl_sock_fileno(loop->st, op->sock);
-    if (fd == -2) {
+    if (fd == GL_RC_ERROR) {
         return -1;
     }
     /* The fd's waiter stays while the socket is used with sock_*: it
@@ -161,7 +161,7 @@ static int
 attempt_recv_into(gl_loop *loop, sockop *op, PyObject **result)
 {
     int fd = gl_sock_fileno(loop->st, op->sock);
-    if (fd == -2) {
+    if (fd == GL_RC_ERROR) {
         return -1;
     }
     /* The buffer is exported only for the syscall, as sock.recv_into
@@ -192,7 +192,7 @@ static int
 attempt_sendall(gl_loop *loop, sockop *op, PyObject **result)
 {
     int fd = gl_sock_fileno(loop->st, op->sock);
-    if (fd == -2) {
+    if (fd == GL_RC_ERROR) {
         return -1;
     }
     const char *buf = op->view.buf;
@@ -219,7 +219,7 @@ static int
 attempt_connect_done(gl_loop *loop, sockop *op, PyObject **result)
 {
     int fd = gl_sock_fileno(loop->st, op->sock);
-    if (fd == -2) {
+    if (fd == GL_RC_ERROR) {
         return -1;
     }
     int err = 0;
@@ -509,7 +509,7 @@ wait_op(gl_loop *loop, sockop *op)
         return -1;
     }
     int fd = gl_sock_fileno(loop->st, op->sock);
-    if (fd == -2) {
+    if (fd == GL_RC_ERROR) {
         return -1;
     }
     if (fd < 0) {

@@ -85,9 +85,9 @@ on_eof(gl_stream *t)
 }
 
 /* recv() with the error handling shared by both protocol kinds: returns
- * the byte count, 0 for EOF (after on_eof), -1 when nothing more can be
- * read now (would block, or the transport failed and was closed), -2 for
- * an exception that must stop the loop. */
+ * the byte count, 0 for EOF (after on_eof), GL_RC_AGAIN when nothing more
+ * can be read now (would block, or the transport failed and was closed),
+ * GL_RC_STOP for an exception that must stop the loop. */
 static Py_ssize_t
 recv_some(gl_stream *t, char *buf, size_t size)
 {
@@ -101,13 +101,13 @@ recv_some(gl_stream *t, char *buf, size_t size)
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
             t->read_pending = 0;
-            return -1;
+            return GL_RC_AGAIN;
         }
         PyErr_SetFromErrno(PyExc_OSError);
-        return fatal_error(t, "Fatal read error on socket transport") < 0 ? -2 : -1;
+        return fatal_error(t, "Fatal read error on socket transport") < 0 ? GL_RC_STOP : GL_RC_AGAIN;
     }
     t->read_pending = 0;
-    return on_eof(t) < 0 ? -2 : 0;
+    return on_eof(t) < 0 ? GL_RC_STOP : 0;
 }
 
 static Py_ssize_t
@@ -124,11 +124,11 @@ read_once_data(gl_stream *t)
     PyObject *data;
     Py_ssize_t queued;
     Py_ssize_t n = gl_transport_read_data(T(t), 1, read_fn, &data, &queued);
-    if (n == -3) {
+    if (n == GL_RC_ERROR) {
         return fatal_error(t, "Fatal read error on socket transport");
     }
     if (n <= 0) {
-        return n == -2 ? -1 : 0;
+        return n == GL_RC_STOP ? -1 : 0;
     }
     /* A short read drained the socket: later data makes a new edge.  Not
      * so once the peer closed: its FIN came with this edge. */
@@ -150,7 +150,7 @@ read_once_buffered(gl_stream *t)
     Py_ssize_t n = recv_some(t, view.buf, (size_t)size);
     PyBuffer_Release(&view);
     if (n <= 0) {
-        return n == -2 ? -1 : 0;
+        return n == GL_RC_STOP ? -1 : 0;
     }
     t->read_pending = n == size || t->peer_closed;
     if (gl_transport_buffer_updated(T(t), n) < 0) {
@@ -243,7 +243,7 @@ write_ready(gl_stream *t)
 static PyObject *
 stream_write(gl_stream *t, PyObject *data)
 {
-    if (gl_transport_check_data(data) < 0) {
+    if (gl_wq_check_data(data) < 0) {
         return NULL;
     }
     if (t->eof) {
@@ -254,7 +254,7 @@ stream_write(gl_stream *t, PyObject *data)
         PyErr_SetString(PyExc_RuntimeError, "unable to write; sendfile is in progress");
         return NULL;
     }
-    int rc = gl_transport_write(T(t), data, 1, t->conn_lost || t->file == NULL,
+    int rc = gl_wq_write(T(t), data, 1, t->conn_lost || t->file == NULL,
                                 "socket.send() raised exception.");
     if (rc < 0 || (rc == 0 && fatal_error(t, "Fatal write error on socket transport") < 0)) {
         return NULL;
@@ -265,7 +265,7 @@ stream_write(gl_stream *t, PyObject *data)
 static PyObject *
 stream_writelines(gl_stream *t, PyObject *list)
 {
-    PyObject *joined = gl_transport_join(list);
+    PyObject *joined = gl_wq_join(list);
     if (joined == NULL) {
         return NULL;
     }
@@ -520,7 +520,7 @@ gl_stream_new(gl_loop *loop, PyObject *sock, PyObject *protocol,
         return NULL;
     }
     int fd = gl_sock_fileno(st, sock);
-    if (fd == -2) {
+    if (fd == GL_RC_ERROR) {
         return NULL;
     }
     if (fd < 0) {

@@ -359,9 +359,9 @@ static int
 udp_on_event(gl_loop *loop, PyObject *owner, uint32_t ev)
 {
     gl_udp *t = (gl_udp *)owner;
-    gl_loop_frame f;
-    gl_loop_enter(loop, t->context, &f);
-    return gl_loop_leave(loop, &f, handle_events(t, ev));
+    gl_sched_frame f;
+    gl_sched_enter(loop, t->context, &f);
+    return gl_sched_leave(loop, &f, handle_events(t, ev));
 }
 
 /* ------------------------------------------------------------------ */
@@ -547,7 +547,7 @@ loop_make_datagram_transport(gl_loop *loop, PyObject *args, PyObject *kwds)
     }
     gl_state *st = loop->st;
     int fd = gl_sock_fileno(st, sock);
-    if (fd == -2) {
+    if (fd == GL_RC_ERROR) {
         return NULL;
     }
     PyTypeObject *tp = st->DatagramType;
