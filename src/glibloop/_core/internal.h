@@ -319,7 +319,7 @@ typedef struct {
     int watchers_ran;            /* the last gl_poll_dispatch ran a C watcher */
     /* C watcher events held back because callbacks were queued before the
      * poll that read them: they run when the ready queue's head reaches
-     * held_mark (asyncio's order, see gl_poll_dispatch). */
+     * held_mark (asyncio's order, see gl_sched_hold_watchers). */
     struct epoll_event *held;
     int nheld;                   /* events in held */
     int held_next;               /* the next one to run */

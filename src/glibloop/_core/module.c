@@ -49,7 +49,8 @@ static const struct {
     {offsetof(gl_state, logger), "asyncio.log", "logger"},
 };
 
-/* The heap types; a transport type's bases are asyncio.transports.<base>
+/* The heap types but the Handle, TimerHandle and Loop types (made first,
+ * in module_exec); a transport type's bases are asyncio.transports.<base>
  * (and <base2>), after checking that their slots are where
  * GL_TRANSPORT_HEAD puts them (transport.c). */
 static const struct {
@@ -58,7 +59,6 @@ static const struct {
     const char *base;
     const char *base2;
 } types[] = {
-    {offsetof(gl_state, HandleType), &gl_handle_spec, NULL, NULL},
     {offsetof(gl_state, SockWaitType), &gl_sockwait_spec, NULL, NULL},
     {offsetof(gl_state, ListenerType), &gl_listener_spec, NULL, NULL},
     {offsetof(gl_state, StreamType), &gl_stream_spec, "_FlowControlMixin", NULL},
@@ -130,6 +130,12 @@ static int
 module_exec(PyObject *module)
 {
     gl_state *st = get_state(module);
+    if (add_type(module, &st->HandleType, &gl_handle_spec, NULL) < 0 ||
+        add_type(module, &st->TimerHandleType, &gl_timer_spec,
+                 (PyObject *)st->HandleType) < 0 ||
+        add_loop_type(module, st) < 0) {
+        return -1;
+    }
     for (size_t i = 0; i < sizeof(imports) / sizeof(imports[0]); i++) {
         PyObject *mod = PyImport_ImportModule(imports[i].module);
         if (mod == NULL) {
@@ -149,7 +155,7 @@ module_exec(PyObject *module)
     GL_STRINGS(GL_INTERN)
 #undef GL_INTERN
     st->kwnames_loop = PyTuple_Pack(1, st->s_loop);
-    if (st->kwnames_loop == NULL) {
+    if (st->kwnames_loop == NULL || gl_process_module_init() < 0) {
         return -1;
     }
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
@@ -166,12 +172,6 @@ module_exec(PyObject *module)
         if (rc < 0) {
             return -1;
         }
-    }
-    if (add_type(module, &st->TimerHandleType, &gl_timer_spec,
-                 (PyObject *)st->HandleType) < 0 ||
-        add_loop_type(module, st) < 0 ||
-        gl_process_module_init() < 0) {
-        return -1;
     }
     char glib_version[64];
     g_snprintf(glib_version, sizeof(glib_version), "%u.%u.%u",
