@@ -1,13 +1,16 @@
 """A KeyboardInterrupt or SystemExit raised by a custom exception handler
 reaches the caller of run_until_complete, whichever path reported the
-error: a callback, a transport's protocol call, a server's protocol
-factory, a datagram endpoint, a pipe.  Each case runs on stock asyncio and
+error: a callback, a transport's protocol call (each of them), a server's
+protocol factory, a datagram endpoint, a pipe, a child process.  Each case runs on stock asyncio and
 on glibloop side by side.
 """
 
 import asyncio
 import gc
 import os
+import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -146,6 +149,167 @@ async def pipe_protocol_raises(loop, cleanup):
     await lost
 
 
+async def eof_received_raises(loop, cleanup):
+    class Raising(closes_on_cleanup(cleanup)):
+        def eof_received(self):
+            raise Boom("eof_received")
+
+    server = await loop.create_server(Raising, "127.0.0.1", 0)
+    cleanup.append(server.close)
+    reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
+    cleanup.append(writer.close)
+    writer.write_eof()
+    await reader.read()  # the server's transport closes after the error
+
+
+def buffered(cleanup, raising_in):
+    class Raising(asyncio.BufferedProtocol):
+        def connection_made(self, transport):
+            cleanup.append(transport.close)
+
+        def get_buffer(self, sizehint):
+            if raising_in == "get_buffer":
+                raise Boom("get_buffer")
+            return bytearray(16)
+
+        def buffer_updated(self, nbytes):
+            raise Boom("buffer_updated")
+
+    return Raising
+
+
+async def get_buffer_raises(loop, cleanup):
+    try:
+        await tcp_pair(loop, cleanup, buffered(cleanup, "get_buffer"))
+    except ConnectionResetError:
+        pass  # the server closed with b"x" unread
+
+
+async def buffer_updated_raises(loop, cleanup):
+    await tcp_pair(loop, cleanup, buffered(cleanup, "buffer_updated"))
+
+
+def writes_too_much(cleanup, raising_in):
+    """A server protocol that writes more than its buffer holds at once."""
+
+    class Raising(closes_on_cleanup(cleanup)):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            transport.set_write_buffer_limits(high=1)
+            transport.write(b"y" * BULK)
+
+        def pause_writing(self):
+            if raising_in == "pause_writing":
+                raise Boom("pause_writing")
+
+        def resume_writing(self):
+            if raising_in == "resume_writing":
+                raise Boom("resume_writing")
+
+    return Raising
+
+
+BULK = 4_000_000
+
+
+async def read_bulk(loop, cleanup, server_protocol):
+    server = await loop.create_server(server_protocol, "127.0.0.1", 0)
+    cleanup.append(server.close)
+    reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
+    cleanup.append(writer.close)
+    await reader.readexactly(BULK)
+
+
+async def pause_writing_raises(loop, cleanup):
+    await read_bulk(loop, cleanup, writes_too_much(cleanup, "pause_writing"))
+
+
+async def resume_writing_raises(loop, cleanup):
+    # called when the client's reads have drained the server's buffer
+    await read_bulk(loop, cleanup, writes_too_much(cleanup, "resume_writing"))
+
+
+async def connection_lost_raises(loop, cleanup):
+    class Raising(closes_on_cleanup(cleanup)):
+        def data_received(self, data):
+            self.transport.close()
+
+        def connection_lost(self, exc):
+            raise Boom("connection_lost")
+
+    await tcp_pair(loop, cleanup, Raising)
+
+
+async def error_received_raises(loop, cleanup):
+    class Raising(asyncio.DatagramProtocol):
+        def error_received(self, exc):
+            called.set_result(None)
+            raise Boom("error_received")
+
+    # a connected UDP socket whose peer is gone: the ICMP error comes back
+    # as ECONNREFUSED
+    called = loop.create_future()
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    addr = peer.getsockname()
+    peer.close()
+    transport, _ = await loop.create_datagram_endpoint(Raising, remote_addr=addr)
+    cleanup.append(transport.close)
+    transport.sendto(b"x")
+    await called
+
+
+async def pipe_eof_received_raises(loop, cleanup):
+    class Raising(asyncio.Protocol):
+        def eof_received(self):
+            called.set_result(None)
+            raise Boom("pipe eof_received")
+
+    called = loop.create_future()
+    rfd, wfd = os.pipe()
+    transport, _ = await loop.connect_read_pipe(Raising, os.fdopen(rfd, "rb", 0))
+    cleanup.append(transport.close)
+    os.close(wfd)
+    await called
+
+
+def subprocess_raising(called, exited, raising_in):
+    class Raising(asyncio.SubprocessProtocol):
+        def pipe_data_received(self, fd, data):
+            if raising_in == "pipe_data_received":
+                called.set_result(None)
+                raise Boom("pipe_data_received")
+
+        def process_exited(self):
+            exited.set_result(None)
+            if raising_in == "process_exited":
+                called.set_result(None)
+                raise Boom("process_exited")
+
+    return Raising
+
+
+async def run_child(loop, cleanup, raising_in):
+    called, exited = loop.create_future(), loop.create_future()
+    transport, _ = await loop.subprocess_exec(
+        subprocess_raising(called, exited, raising_in), sys.executable, "-c", "print('x')",
+        stdin=None, stdout=subprocess.PIPE, stderr=None,
+    )
+    cleanup.append(transport.close)
+    # the loop sees the child exit (a child still running when the loop
+    # closes is left to a reaper, with fds of its own)
+    cleanup.append(lambda: loop.run_until_complete(exited))
+    await called
+
+
+async def pipe_data_received_raises(loop, cleanup):
+    await run_child(loop, cleanup, "pipe_data_received")
+
+
+async def process_exited_raises(loop, cleanup):
+    await run_child(loop, cleanup, "process_exited")
+
+
 async def callback_raises(loop, cleanup):
     def raising():
         raise Boom("callback")
@@ -170,6 +334,17 @@ OUR_REPORT = {
         Boom,
         ["exception", "message", "protocol", "transport"],
     ),
+    error_received_raises: (
+        "Fatal error: protocol.error_received",
+        Boom,
+        ["exception", "message", "protocol", "transport"],
+    ),
+    # the same callback; only the transport's class name differs
+    connection_lost_raises: (
+        "Exception in callback StreamTransport._call_connection_lost",
+        Boom,
+        ["exception", "handle", "message"],
+    ),
 }
 
 CASES = [
@@ -179,6 +354,16 @@ CASES = [
     datagram_received_raises,
     pipe_protocol_raises,
     callback_raises,
+    eof_received_raises,
+    get_buffer_raises,
+    buffer_updated_raises,
+    pause_writing_raises,
+    resume_writing_raises,
+    connection_lost_raises,
+    error_received_raises,
+    pipe_eof_received_raises,
+    pipe_data_received_raises,
+    process_exited_raises,
 ]
 
 

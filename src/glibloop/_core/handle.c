@@ -222,24 +222,19 @@ gl_handle_run(gl_handle *h)
         goto done;
     }
     PyObject *exc = gl_err_fetch();
-    if (PyErr_GivenExceptionMatches(exc, PyExc_SystemExit) ||
-        PyErr_GivenExceptionMatches(exc, PyExc_KeyboardInterrupt)) {
+    if (gl_exc_is_fatal(exc)) {
         gl_err_restore(exc);
         rc = -1;
         goto done;
     }
     PyObject *cbrepr = format_callback_of(h, callback, args);
-    PyObject *msg = NULL;
-    if (cbrepr != NULL) {
-        msg = PyUnicode_FromFormat("Exception in callback %U", cbrepr);
-        Py_DECREF(cbrepr);
-    }
-    if (msg == NULL) {
+    if (cbrepr == NULL) {
         PyErr_WriteUnraisable(callback);
     }
     else {
-        rc = gl_loop_report_error((gl_loop *)h->loop, msg, exc, h, NULL, NULL, NULL);
-        Py_DECREF(msg);
+        rc = gl_loop_report_error((gl_loop *)h->loop, exc, h, NULL, NULL, NULL,
+                                  "Exception in callback %U", cbrepr);
+        Py_DECREF(cbrepr);
     }
     Py_DECREF(exc);
 done:

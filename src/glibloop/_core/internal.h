@@ -1,9 +1,33 @@
 /* Shared declarations of the glibloop core.
  *
- * One prefix per file: gl_module_ (module.c), gl_loop_ (loop.c),
- * gl_source_ (source.c), gl_handle_ (handle.c), gl_timers_ (timers.c),
- * gl_poll_ (poll.c).  Functions that can fail return 0 on success and -1
- * with a Python exception set, unless they say otherwise.
+ * One concern per file, and its prefix on everything the file exports:
+ *   module.c     gl_module_   the module; its state, every heap type (made
+ *                             from the specs the files export)
+ *   loop.c       gl_loop_     the Loop type and its Python-facing core;
+ *                             futures and call_soon for the C files; the
+ *                             one exception reporter
+ *   sched.c      gl_sched_    the scheduler: the ready queue, rounds,
+ *                             batches, GLib's turns, asyncio's order
+ *   source.c     gl_source_   the GSource; running on GLib
+ *   tasks.c      gl_tasks_    create_future, create_task
+ *   handle.c     gl_handle_, gl_timer_   Handle, TimerHandle
+ *   timers.c     gl_timers_   the timer heap
+ *   poll.c       gl_poll_     the epoll set, readers and writers, the
+ *                             read buffer
+ *   signals.c    gl_signals_  signal handlers and the wake-up fd
+ *   sock.c       gl_sock_     a socket's fd, socket addresses
+ *   sockops.c    gl_sockops_, gl_sockwait_   the sock_* operations
+ *   transport.c  gl_transport_   what the C transports share
+ *   wq.c         gl_wq_       the write queue, write()'s course
+ *   stream.c     gl_stream_   the stream transport
+ *   server.c     gl_server_, gl_listener_   listening sockets
+ *   udp.c        gl_udp_      the datagram transport
+ *   pipe.c       gl_pipe_     the pipe transports
+ *   process.c    gl_process_  child watches, the orphan reaper
+ * A file owns the structures its section below declares; the module
+ * state belongs to module.c alone (made, traversed and cleared there).
+ * Functions that can fail return 0 on success and -1 with a Python
+ * exception set, unless they say otherwise.
  */
 #ifndef GLIBLOOP_INTERNAL_H
 #define GLIBLOOP_INTERNAL_H
@@ -29,10 +53,13 @@
 #define GL_NSIG NSIG             /* signal numbers are 1 .. GL_NSIG - 1 */
 
 /* ------------------------------------------------------------------ */
-/* networking module state (net.c fills, traverses and clears it)     */
+/* module state (module.c makes, traverses and clears all of it)      */
 
-/* Interned attribute names used by the networking files (s_<name>). */
-#define GL_NET_STRINGS(X) \
+/* Interned names (st->s_<name>). */
+#define GL_STRINGS(X) \
+    X(call_exception_handler) X(context) X(loop) \
+    X(name) X(message) X(exception) X(handle) X(source_traceback) \
+    X(set_name) \
     X(set_result) X(set_exception) X(done) X(add_done_callback) \
     X(fileno) X(recvfrom) X(sendto) X(accept) X(connect) \
     X(setblocking) X(gettimeout) X(close) X(shutdown) \
@@ -44,66 +71,57 @@
     X(sockname) X(peername) X(_start_reading) X(_read_ready) \
     X(_resume_accepting) X(_op_done) X(_call_connection_lost)
 
+/* The state's objects other than the names: the types (made from the
+ * specs the files export, see module.c), then what comes from asyncio and
+ * the socket module. */
+#define GL_STATE_OBJECTS(X) \
+    X(LoopType) X(HandleType) X(TimerHandleType) X(ThreadSafeHandleType) \
+    X(SockWaitType) X(StreamType) X(ListenerType) X(DatagramType) \
+    X(ReadPipeType) X(WritePipeType) X(ChildWatchType) \
+    X(future_type) X(task_type) X(format_callback) X(extract_stack) \
+    X(get_running_loop) X(set_running_loop) X(swap_current_task) \
+    X(current_task) X(current_tasks) \
+    X(socket_type) X(check_ssl_socket) X(buffered_protocol) \
+    X(transport_socket) X(set_result_unless_cancelled) X(logger) \
+    X(kwnames_loop)
+
+struct gl_child;
+struct gl_loop;
+
 typedef struct {
+    PyTypeObject *LoopType;         /* loop.c */
+    PyTypeObject *HandleType;       /* handle.c */
+    PyTypeObject *TimerHandleType;  /* handle.c */
+    PyTypeObject *ThreadSafeHandleType;  /* handle.c: 3.14+, else NULL */
     PyTypeObject *SockWaitType;     /* sockops.c */
     PyTypeObject *StreamType;       /* stream.c */
     PyTypeObject *ListenerType;     /* server.c */
     PyTypeObject *DatagramType;     /* udp.c */
+    PyTypeObject *ReadPipeType;     /* pipe.c */
+    PyTypeObject *WritePipeType;    /* pipe.c */
+    PyTypeObject *ChildWatchType;   /* process.c */
+    PyObject *future_type;          /* asyncio.Future */
+    PyObject *task_type;            /* asyncio.Task */
+    PyObject *format_callback;      /* asyncio.format_helpers._format_callback_source */
+    PyObject *extract_stack;        /* asyncio.format_helpers.extract_stack */
+    PyObject *get_running_loop;     /* asyncio.events._get_running_loop */
+    PyObject *set_running_loop;     /* asyncio.events._set_running_loop */
+    PyObject *swap_current_task;    /* 3.12+: asyncio.tasks._swap_current_task */
+    PyObject *current_task;         /* asyncio.tasks.current_task */
+    PyObject *current_tasks;        /* 3.11: asyncio.tasks._current_tasks */
     PyObject *socket_type;          /* socket.socket */
     PyObject *check_ssl_socket;     /* asyncio.base_events._check_ssl_socket */
     PyObject *buffered_protocol;    /* asyncio.BufferedProtocol */
     PyObject *transport_socket;     /* asyncio.trsock.TransportSocket */
     PyObject *set_result_unless_cancelled; /* asyncio.futures._set_... */
     PyObject *logger;               /* asyncio.log.logger */
-#define GL_NET_STRING_FIELD(name) PyObject *s_##name;
-    GL_NET_STRINGS(GL_NET_STRING_FIELD)
-#undef GL_NET_STRING_FIELD
-} gl_net_state;
-
-/* ------------------------------------------------------------------ */
-/* pipes and processes: module state (process.c fills it)             */
-
-struct gl_child;
-
-typedef struct {
-    PyTypeObject *ReadPipeType;     /* pipe.c */
-    PyTypeObject *WritePipeType;    /* pipe.c */
-    PyTypeObject *ChildWatchType;   /* process.c */
-    struct gl_child *children;      /* every loop's watched children (borrowed) */
-    int no_pidfd;                   /* tests force the fallback without pidfd */
-} gl_proc_state;
-
-/* ------------------------------------------------------------------ */
-/* module state (module.c)                                            */
-
-typedef struct {
-    PyTypeObject *LoopType;
-    PyTypeObject *HandleType;
-    PyTypeObject *TimerHandleType;
-    PyTypeObject *ThreadSafeHandleType;  /* 3.14+, else NULL */
-    PyObject *future_type;          /* asyncio.Future */
-    PyObject *task_type;            /* asyncio.Task */
-    PyObject *format_callback;      /* asyncio.format_helpers._format_callback_source */
-    PyObject *extract_stack;        /* asyncio.format_helpers.extract_stack */
-    PyObject *str_call_exception_handler;
-    PyObject *str_log_slow_callback;
-    PyObject *str_context;
-    PyObject *str_loop;
-    PyObject *str_name;
-    PyObject *str_message;
-    PyObject *str_exception;
-    PyObject *str_handle;
-    PyObject *str_source_traceback;
-    PyObject *str_set_name;
     PyObject *kwnames_loop;         /* ("loop",) for vectorcall */
+#define GL_STRING_FIELD(name) PyObject *s_##name;
+    GL_STRINGS(GL_STRING_FIELD)
+#undef GL_STRING_FIELD
     PyMethodDef *loop_methods;      /* every file's Loop methods, joined */
-    PyObject *get_running_loop;     /* asyncio.events._get_running_loop */
-    PyObject *set_running_loop;     /* asyncio.events._set_running_loop */
-    PyObject *swap_current_task;    /* 3.12+: asyncio.tasks._swap_current_task */
-    PyObject *current_task;         /* asyncio.tasks.current_task */
-    PyObject *current_tasks;        /* 3.11: asyncio.tasks._current_tasks */
-    gl_net_state net;               /* networking (net.c) */
-    gl_proc_state proc;             /* pipes, processes (pipe.c, process.c) */
+    struct gl_child *children;      /* every loop's watched children (borrowed; process.c) */
+    int no_pidfd;                   /* tests force the fallback without pidfd */
     /* The loop whose add_signal_handler() handle each signal number runs
      * (borrowed: a loop drops its entries when it closes or dies). */
     struct gl_loop *sig_owner[GL_NSIG];  /* signals.c */
@@ -114,6 +132,58 @@ gl_state *gl_module_state_of_type(PyTypeObject *type);
 /* Where a Python class keeps its slot `name` (its member descriptor's
  * offset), or (size_t)-1: for C types that derive from asyncio's classes. */
 size_t gl_module_slot_offset(PyObject *base, const char *name);
+/* The module state of an object with a `loop` field (transports and the
+ * other C watchers). */
+#define GL_ST(obj) ((obj)->loop->st)
+
+/* The specs the files export (module.c makes the types). */
+extern PyType_Spec gl_loop_spec;          /* loop.c */
+extern PyType_Spec gl_handle_spec;        /* handle.c */
+extern PyType_Spec gl_timer_spec;         /* handle.c */
+/* asyncio's _ThreadSafeHandle with glibloop's C handle inside, or NULL with
+ * no error where asyncio has no such class (before 3.14; handle.c). */
+PyTypeObject *gl_handle_make_threadsafe_type(PyObject *module);
+extern PyType_Spec gl_sockwait_spec;      /* sockops.c */
+extern PyType_Spec gl_listener_spec;      /* server.c */
+extern PyType_Spec gl_stream_spec;        /* stream.c */
+extern PyType_Spec gl_udp_spec;           /* udp.c */
+extern PyType_Spec gl_pipe_read_spec;     /* pipe.c */
+extern PyType_Spec gl_pipe_write_spec;    /* pipe.c */
+extern PyType_Spec gl_process_child_spec;         /* process.c */
+
+/* Each concern's methods of the Loop type live in its own file; module.c
+ * joins them when it makes the type.  Add a table there. */
+extern PyMethodDef gl_loop_core_methods[];   /* loop.c */
+extern PyMethodDef gl_source_methods[];      /* source.c */
+extern PyMethodDef gl_tasks_methods[];       /* tasks.c */
+extern PyMethodDef gl_poll_methods[];        /* poll.c */
+extern PyMethodDef gl_signals_methods[];     /* signals.c */
+extern PyMethodDef gl_sockops_methods[];     /* sockops.c */
+extern PyMethodDef gl_stream_methods[];      /* stream.c */
+extern PyMethodDef gl_server_methods[];      /* server.c */
+extern PyMethodDef gl_udp_methods[];         /* udp.c */
+extern PyMethodDef gl_pipe_methods[];        /* pipe.c */
+extern PyMethodDef gl_process_methods[];     /* process.c */
+
+/* The named results of the functions that return a count or an fd, >= 0,
+ * on success (the reads of the transports, gl_sock_fileno). */
+enum {
+    GL_RC_AGAIN = -1,            /* a read: nothing more can be read now
+                                  * (would block, or the transport failed
+                                  * and was closed) */
+    GL_RC_STOP = -2,             /* SystemExit/KeyboardInterrupt set: stop
+                                  * the loop */
+    GL_RC_ERROR = -3,            /* an exception set, for the caller */
+    GL_RC_NOT_DONE = -4,         /* not done: take the other way */
+};
+
+/* Exceptions a callback may raise that must stop the loop. */
+static inline int
+gl_exc_is_fatal(PyObject *exc)
+{
+    return PyErr_GivenExceptionMatches(exc, PyExc_SystemExit) ||
+           PyErr_GivenExceptionMatches(exc, PyExc_KeyboardInterrupt);
+}
 
 /* ------------------------------------------------------------------ */
 /* handles (handle.c)                                                 */
@@ -149,12 +219,6 @@ typedef struct gl_timer {
     uint64_t seq;                /* tie-break: equal deadlines run FIFO */
     int scheduled;               /* in the heap */
 } gl_timer;
-
-extern PyType_Spec gl_handle_spec;
-extern PyType_Spec gl_timer_spec;
-/* asyncio's _ThreadSafeHandle with glibloop's C handle inside, or NULL with
- * no error where asyncio has no such class (before 3.14). */
-PyTypeObject *gl_handle_make_threadsafe_type(PyObject *module);
 
 /* Handles made by call_soon/call_later live untracked by the GC while the
  * loop's queues hold them: they cannot be garbage while queued, and a
@@ -200,7 +264,7 @@ int gl_handle_run(gl_handle *h);
 void gl_handle_cancel_internal(gl_handle *h);
 
 /* ------------------------------------------------------------------ */
-/* ready queue (loop.c): a ring buffer indexed by ever-growing counters */
+/* ready queue (sched.c): a ring buffer indexed by ever-growing counters */
 
 typedef struct {
     gl_handle **items;
@@ -287,7 +351,7 @@ typedef struct {
     int watchers_ran;            /* the last gl_poll_dispatch ran a C watcher */
     /* C watcher events held back because callbacks were queued before the
      * poll that read them: they run when the ready queue's head reaches
-     * held_mark (asyncio's order, see gl_poll_dispatch). */
+     * held_mark (asyncio's order, see gl_sched_hold_watchers). */
     struct epoll_event *held;
     int nheld;                   /* events in held */
     int held_next;               /* the next one to run */
@@ -342,6 +406,9 @@ void gl_poll_arm_timer(gl_poll *p, int64_t deadline_ns);
 int gl_poll_dispatch(struct gl_loop *loop);
 int gl_poll_run_held(struct gl_loop *loop);
 void gl_poll_drain_timer(gl_poll *p);
+/* The loop's read buffer (GL_READBUF_SIZE bytes) for every transport,
+ * allocated on first use; NULL with MemoryError set. */
+char *gl_poll_readbuf(gl_poll *p);
 
 /* ------------------------------------------------------------------ */
 /* the loop (loop.c)                                                  */
@@ -397,13 +464,6 @@ typedef struct gl_loop {
     PyObject *weakreflist;
 } gl_loop;
 
-/* Each concern's methods of the Loop type live in its own file and are
- * joined when the type is made (gl_loop_make_type). Add a table here. */
-extern PyMethodDef gl_loop_core_methods[];   /* loop.c */
-extern PyMethodDef gl_signals_methods[];     /* signals.c */
-
-PyTypeObject *gl_loop_make_type(PyObject *module, gl_state *st);
-
 static inline int64_t
 gl_monotonic_ns(void)
 {
@@ -412,28 +472,91 @@ gl_monotonic_ns(void)
     return (int64_t)ts.tv_sec * GL_NS_PER_SEC + ts.tv_nsec;
 }
 
-int gl_loop_push_ready(gl_loop *loop, gl_handle *h);   /* takes a new ref */
-void gl_loop_update_deadline(gl_loop *loop);
+int gl_loop_check_not_closed(gl_loop *loop);
+/* Argument checks of the Loop methods, as asyncio words them: at least min
+ * positional arguments (names lists them for the message); a callback that
+ * is callable and no coroutine; the tuple of args[0:n]. */
+int gl_loop_need_args(Py_ssize_t nargs, Py_ssize_t min, const char *method,
+                      const char *names);
+int gl_loop_check_callback(PyObject *cb, const char *method);
+PyObject *gl_loop_args_tuple(PyObject *const *args, Py_ssize_t n);
+/* The one exception reporter, for handles and C watchers alike.  A
+ * SystemExit/KeyboardInterrupt exc is not reported: it is set again and -1
+ * returned, to stop the loop.  Anything else (exc may be NULL) goes to
+ * loop.call_exception_handler({'message': PyUnicode_FromFormat(format,
+ * ...), 'exception' when exc is not NULL, and 'handle' (with its
+ * 'source_traceback'), 'transport', 'protocol', 'socket' for those not
+ * NULL}).  Returns 0, or -1 with the exception set when the handler raised
+ * SystemExit/KeyboardInterrupt: as in asyncio, it must stop the loop and
+ * reach the caller of run_until_complete/run_forever, so every caller
+ * passes the -1 on up to the handle or watcher that ran.  Any other
+ * failure is written as unraisable.  exc is borrowed. */
+int gl_loop_report_error(gl_loop *loop, PyObject *exc, gl_handle *h,
+                         PyObject *transport, PyObject *protocol, PyObject *sock,
+                         const char *format, ...);
+/* A new asyncio.Future of the loop. */
+PyObject *gl_loop_future_new(gl_loop *loop);
+/* fut.set_result(value) / fut.set_exception(exc); -1 with an exception
+ * set if that raised. */
+int gl_loop_future_set_result(gl_state *st, PyObject *fut, PyObject *value);
+int gl_loop_future_set_exception(gl_state *st, PyObject *fut, PyObject *exc);
+/* 1 if fut.done(), 0 if not, -1 on error. */
+int gl_loop_future_done(gl_state *st, PyObject *fut);
+/* Schedules callable(*args) in the next round, as call_soon does, in
+ * context (NULL: a copy of the current one). */
+int gl_loop_call_soon(gl_loop *loop, PyObject *callable, PyObject *args,
+                      PyObject *context);
+
+/* Contexts.  As asyncio (3.15 passes it as `context=`), every protocol
+ * call of a transport, listener connection or child watch runs in one
+ * contextvars.Context captured when it was made: each accepted connection
+ * in its own copy of its server's.  Its handles are queued in it; a C
+ * watcher enters it around its protocol calls (gl_sched_enter).
+ * gl_loop_context(context): context itself, or a copy of the current
+ * context for NULL/None (new reference; TypeError if not a Context). */
+PyObject *gl_loop_context(PyObject *context);
+
+/* ------------------------------------------------------------------ */
+/* the scheduler (sched.c): the ready queue, rounds, batches, GLib's   */
+/* turns, asyncio's order for C watchers, handles put aside            */
+
+int gl_sched_push(gl_loop *loop, gl_handle *h);   /* takes a new ref */
+/* Drops cancelled timers off the top of the heap and publishes the next
+ * deadline for the GSource's prepare. */
+void gl_sched_update_deadline(gl_loop *loop);
 /* Runs rounds until the queue is empty, the budget is spent, stop() was
  * called or a callback raised SystemExit/KeyboardInterrupt. Needs the GIL.
  * epoll_readable: GLib saw the epoll fd readable, so the first round reads
  * it even when no user fd is registered (timerfd, signal wake-up). */
-void gl_loop_run_batch(gl_loop *loop, int epoll_readable);
-int gl_loop_check_not_closed(gl_loop *loop);
-/* The one exception reporter, for handles and C watchers alike:
- * loop.call_exception_handler({'message', 'exception' when exc is not NULL,
- * and 'handle' (with its 'source_traceback'), 'transport', 'protocol',
- * 'socket' for those not NULL}).  Returns 0, or -1 with the exception set
- * when the handler raised SystemExit/KeyboardInterrupt: as in asyncio, it
- * must stop the loop and reach the caller of run_until_complete/
- * run_forever, so every caller passes the -1 on up to the handle or
- * watcher that ran.  Any other failure is written as unraisable. */
-int gl_loop_report_error(gl_loop *loop, PyObject *message, PyObject *exc,
-                         gl_handle *h, PyObject *transport, PyObject *protocol,
-                         PyObject *sock);
-/* Puts the handles that waited for the callback at dispatch depth `level`
- * (their Context was entered there) back on the ready queue. */
-int gl_loop_requeue_deferred(gl_loop *loop, int level);
+void gl_sched_run_batch(gl_loop *loop, int epoll_readable);
+/* At the start of a poll's dispatch: 1 if the C watchers' events of this
+ * poll must be held back (gl_poll_run_held replays them when run_round
+ * reaches the callbacks queued after the poll), 0 if they run at once. */
+int gl_sched_hold_watchers(gl_loop *loop);
+/* The ready queue and the handles put aside: released / visited. */
+void gl_sched_clear(gl_loop *loop);
+int gl_sched_traverse(gl_loop *loop, visitproc visit, void *arg);
+/* A C watcher enters its transport's context (see gl_loop_context)
+ * around its protocol calls:
+ *     gl_sched_frame f;
+ *     gl_sched_enter(loop, ctx, &f);
+ *     rc = ...protocol calls...;
+ *     rc = gl_sched_leave(loop, &f, rc);
+ * The context is recorded at the dispatch depth as a running handle's is,
+ * so a nested main loop defers the handles queued in it. */
+typedef struct {
+    PyObject *ctx;               /* entered, NULL if it could not be */
+    PyObject *outer;             /* loop->entered[depth] before */
+    int depth;
+} gl_sched_frame;
+/* Never fails: a Context already entered further up the stack (its own
+ * callback started a nested main loop) is not entered again, and the
+ * calls run in the current one. */
+void gl_sched_enter(gl_loop *loop, PyObject *ctx, gl_sched_frame *f);
+/* Leaves the context; rc is the watcher's result, returned, with its
+ * exception (SystemExit/KeyboardInterrupt) kept. */
+int gl_sched_leave(gl_loop *loop, gl_sched_frame *f, int rc);
+
 
 /* ------------------------------------------------------------------ */
 /* signal wake-up (signals.c)                                         */
@@ -450,94 +573,27 @@ PyObject *gl_signals_py_handler(PyObject *module, PyObject *const *args,
 int gl_signals_on_wakeup(gl_loop *loop);
 
 /* ------------------------------------------------------------------ */
-/* networking: shared helpers (net.c)                                 */
+/* sockets (sock.c)                                                   */
 
-int gl_net_state_init(PyObject *module, gl_state *st);
-int gl_net_state_traverse(gl_state *st, visitproc visit, void *arg);
-void gl_net_state_clear(gl_state *st);
-
-/* A new asyncio.Future of the loop. */
-PyObject *gl_future_new(gl_loop *loop);
-/* fut.set_result(value) / fut.set_exception(exc); -1 with an exception
- * set if that raised. */
-int gl_future_set_result(gl_state *st, PyObject *fut, PyObject *value);
-int gl_future_set_exception(gl_state *st, PyObject *fut, PyObject *exc);
-/* 1 if fut.done(), 0 if not, -1 on error. */
-int gl_future_done(gl_state *st, PyObject *fut);
-/* sock.fileno() as an int (-1 for a closed socket), or -2 with an
- * exception set. */
+/* sock.fileno() as an int (-1 for a closed socket), or GL_RC_ERROR with
+ * an exception set. */
 int gl_sock_fileno(gl_state *st, PyObject *sock);
 /* The Python address of a sockaddr of AF_INET, AF_INET6 or AF_UNIX, as the
  * socket module makes it.  NULL without an exception for other families
  * (the caller asks the socket module instead), NULL with one on error. */
-PyObject *gl_sockaddr_to_py(const void *sa, unsigned int len);
+PyObject *gl_sock_addr_to_py(const void *sa, unsigned int len);
 /* Fills *out (a struct sockaddr_storage) from a Python address of family,
  * for numeric AF_INET and AF_INET6 addresses and AF_UNIX paths.  1 on
  * success, 0 when the socket module must do it (names to resolve, other
  * families), -1 on error. */
-int gl_sockaddr_from_py(int family, PyObject *addr, void *out,
-                        unsigned int *len);
-/* Exceptions a callback may raise that must stop the loop. */
-static inline int
-gl_exc_is_fatal(PyObject *exc)
-{
-    return PyErr_GivenExceptionMatches(exc, PyExc_SystemExit) ||
-           PyErr_GivenExceptionMatches(exc, PyExc_KeyboardInterrupt);
-}
-/* gl_loop_report_error() with a C string message (and no handle): 0, or
- * -1 with SystemExit/KeyboardInterrupt set, to be passed on. */
-int gl_net_report(gl_loop *loop, const char *message, PyObject *exc,
-                  PyObject *transport, PyObject *protocol, PyObject *sock);
-/* Schedules callable(*args) in the next round, as call_soon does, in
- * context (NULL: a copy of the current one). */
-int gl_loop_call_soon(gl_loop *loop, PyObject *callable, PyObject *args,
-                      PyObject *context);
+int gl_sock_addr_from_py(int family, PyObject *addr, void *out,
+                         unsigned int *len);
 
-/* Contexts.  As asyncio (3.15 passes it as `context=`), every protocol
- * call of a transport, listener connection or child watch runs in one
- * contextvars.Context captured when it was made: each accepted connection
- * in its own copy of its server's.  Its handles are queued in it; a C
- * watcher enters it around its protocol calls:
- *     gl_net_frame f;
- *     gl_net_enter(loop, ctx, &f);
- *     rc = ...protocol calls...;
- *     rc = gl_net_leave(loop, &f, rc);
- * gl_net_context(context): context itself, or a copy of the current
- * context for NULL/None (new reference; TypeError if not a Context). */
-PyObject *gl_net_context(PyObject *context);
-typedef struct {
-    PyObject *ctx;               /* entered, NULL if it could not be */
-    PyObject *outer;             /* loop->entered[depth] before */
-    int depth;
-} gl_net_frame;
-/* Never fails: a Context already entered further up the stack (its own
- * callback started a nested main loop) is not entered again, and the
- * calls run in the current one. */
-void gl_net_enter(gl_loop *loop, PyObject *ctx, gl_net_frame *f);
-/* Leaves the context; rc is the watcher's result, returned, with its
- * exception (SystemExit/KeyboardInterrupt) kept. */
-int gl_net_leave(gl_loop *loop, gl_net_frame *f, int rc);
-/* The loop's read buffer (GL_READBUF_SIZE bytes), allocated on first use;
- * NULL with MemoryError set. */
-char *gl_loop_readbuf(gl_loop *loop);
+/* ------------------------------------------------------------------ */
+/* stream transports (stream.c)                                       */
 
-/* A transport's get_extra_info() dict: extra plus 'socket' (a
- * TransportSocket), 'sockname' and, unless given, 'peername'. */
-PyObject *gl_transport_extra(gl_state *st, PyObject *sock, PyObject *extra);
-
-/* Loop methods of the networking files (see method_tables in loop.c). */
-extern PyMethodDef gl_sockops_methods[];     /* sockops.c */
-extern PyMethodDef gl_stream_methods[];      /* stream.c */
-extern PyMethodDef gl_server_methods[];      /* server.c */
-extern PyMethodDef gl_udp_methods[];         /* udp.c */
-extern PyType_Spec gl_sockwait_spec;
-extern PyType_Spec gl_listener_spec;
-/* Transport types subclass asyncio.Transport / asyncio.DatagramTransport,
- * so they are made with those bases at module init. */
-PyTypeObject *gl_stream_make_type(PyObject *module);
-PyTypeObject *gl_udp_make_type(PyObject *module);
 /* A stream transport on a connected non-blocking socket (stream.c).
- * waiter, extra and server may be NULL; context as gl_net_context(). */
+ * waiter, extra and server may be NULL; context as gl_loop_context(). */
 PyObject *gl_stream_new(gl_loop *loop, PyObject *sock, PyObject *protocol,
                         PyObject *waiter, PyObject *extra, PyObject *server,
                         PyObject *context);
@@ -643,7 +699,7 @@ PyObject *gl_transport_resume_reading(PyObject *self, PyObject *unused);
     {"_read_ready", gl_transport_read_ready, METH_NOARGS, NULL}
 
 /* Fills the common fields of a new transport: the loop, the fd, the
- * context (see gl_net_context), asyncio's default write-buffer limits and,
+ * context (see gl_loop_context), asyncio's default write-buffer limits and,
  * when flow_control, the base's mirrors. */
 int gl_transport_init(gl_transport *t, gl_loop *loop, int fd, int flow_control,
                       PyObject *context);
@@ -690,12 +746,13 @@ int gl_transport_force_close(gl_transport *t, PyObject *exc);
 PyObject *gl_transport_connection_lost(gl_transport *t, PyObject *exc, int call);
 
 /* Reading for the protocols: read_fn is the transport's read syscall with
- * its error handling, returning the byte count, 0 at EOF (handled), -1
- * when nothing more can be read now, -2 for SystemExit/KeyboardInterrupt. */
+ * its error handling, returning the byte count, 0 at EOF (handled),
+ * GL_RC_AGAIN when nothing more can be read now, GL_RC_STOP for
+ * SystemExit/KeyboardInterrupt. */
 typedef Py_ssize_t (*gl_transport_read_fn)(gl_transport *t, char *buf, size_t size);
 /* One read for data_received(): returns read_fn's count with *data the
- * new bytes object, read_fn's value when that is <= 0, or -3 with an
- * exception set (memory).  After a large read (bulk data) on an fd that
+ * new bytes object, read_fn's value when that is <= 0, or GL_RC_ERROR
+ * with an exception set (memory).  After a large read (bulk data) on an fd that
  * can_ask, the fd is asked how much it holds (FIONREAD) and exactly that
  * is read into the bytes object: an ioctl costs less than copying tens of
  * KiB out of the loop's read buffer, which small reads still use.
@@ -710,8 +767,8 @@ int gl_transport_data_received(gl_transport *t, PyObject *data);
 int gl_transport_get_buffer(gl_transport *t, Py_buffer *view);
 int gl_transport_buffer_updated(gl_transport *t, Py_ssize_t n);
 
-/* The write queue; push takes a new reference, consume drops n written
- * bytes from the front. */
+/* The write queue (wq.c); push takes a new reference, consume drops n
+ * written bytes from the front. */
 void gl_wq_clear(gl_transport *t);
 int gl_wq_push(gl_transport *t, PyObject *bytes, Py_ssize_t off);
 void gl_wq_consume(gl_transport *t, Py_ssize_t n);
@@ -720,7 +777,7 @@ void gl_wq_consume(gl_transport *t, Py_ssize_t n);
  * -1 with OSError set (the queue as it was). */
 int gl_wq_flush(gl_transport *t, int is_socket);
 /* TypeError unless data is bytes, bytearray or memoryview (asyncio's). */
-int gl_transport_check_data(PyObject *data);
+int gl_wq_check_data(PyObject *data);
 /* write(data)'s course, as asyncio's: b"" does nothing; while refused (the
  * connection is lost) the write is only counted, with refused_warning
  * logged from the fifth on; else the syscall is tried at once when
@@ -728,10 +785,10 @@ int gl_transport_check_data(PyObject *data);
  * what the kernel did not take is queued (bytes as they are, anything else
  * copied), which may pause the protocol.  1 done; 0 the syscall failed,
  * with the OSError set for the caller to report; -1 error. */
-int gl_transport_write(gl_transport *t, PyObject *data, int is_socket, int refused,
-                       const char *refused_warning);
+int gl_wq_write(gl_transport *t, PyObject *data, int is_socket, int refused,
+                const char *refused_warning);
 /* bytes(b"".join(list)), for writelines(). */
-PyObject *gl_transport_join(PyObject *list);
+PyObject *gl_wq_join(PyObject *list);
 
 /* Flow control: pause_writing() above the high-water mark, resume_writing()
  * at or below the low one; -1 only for SystemExit/KeyboardInterrupt (other
@@ -744,11 +801,13 @@ int gl_transport_traverse(gl_transport *t, visitproc visit, void *arg);
 int gl_transport_clear(gl_transport *t);
 void gl_transport_dealloc(PyObject *self);   /* calls the type's tp_clear */
 void gl_transport_finalize(PyObject *self);  /* ResourceWarning, closes */
-/* The type from spec on asyncio.transports.<base_name> (and <base2_name>
- * after it, when not NULL), after checking that the base's slots are where
- * GL_TRANSPORT_HEAD puts them. */
-PyTypeObject *gl_transport_make_type(PyObject *module, PyType_Spec *spec,
-                                     const char *base_name, const char *base2_name);
+/* The bases of a transport type: (asyncio.transports.<base_name>,) or,
+ * when base2_name is not NULL, (<base_name>, <base2_name>), after checking
+ * that the first base's slots are where GL_TRANSPORT_HEAD puts them. */
+PyObject *gl_transport_bases(const char *base_name, const char *base2_name);
+/* A transport's get_extra_info() dict: extra plus 'socket' (a
+ * TransportSocket), 'sockname' and, unless given, 'peername'. */
+PyObject *gl_transport_extra(gl_state *st, PyObject *sock, PyObject *extra);
 
 /* Methods every transport type has. */
 PyObject *gl_transport_get_extra_info(PyObject *self, PyObject *const *args,
@@ -784,14 +843,10 @@ PyObject *gl_transport_get_write_buffer_size(PyObject *self, PyObject *unused);
 /* ------------------------------------------------------------------ */
 /* pipes (pipe.c) and child processes (process.c)                     */
 
-int gl_proc_state_init(PyObject *module, gl_state *st);
-int gl_proc_state_traverse(gl_state *st, visitproc visit, void *arg);
-void gl_proc_state_clear(gl_state *st);
-int gl_pipe_make_types(PyObject *module, gl_state *st);
+/* Once per process, at module init: the orphan reaper's fork handlers. */
+int gl_process_module_init(void);
 /* _core._use_pidfd(flag): module function, for the fallback's tests. */
 PyObject *gl_process_use_pidfd(PyObject *module, PyObject *flag);
-extern PyMethodDef gl_pipe_methods[];        /* pipe.c */
-extern PyMethodDef gl_process_methods[];     /* process.c */
 
 /* ------------------------------------------------------------------ */
 /* the GSource (source.c)                                             */
@@ -803,6 +858,9 @@ void gl_source_wakeup(gl_loop *loop);
 void gl_source_set_paused(gl_loop *loop, int paused);
 void gl_source_mute_turn(gl_loop *loop);
 void gl_source_unmute_turn(gl_loop *loop);
+/* The GMainContext of a PyGObject GLib.MainContext (borrowed), or NULL with
+ * TypeError set. */
+GMainContext *gl_source_context_of(PyObject *obj);
 
 /* ------------------------------------------------------------------ */
 /* exceptions across Python versions                                  */

@@ -1,6 +1,9 @@
-/* Module init and module state for glibloop._core. */
+/* Module init and module state for glibloop._core: every heap type is made
+ * here from the spec its file exports, every name interned and every
+ * import done here, and the state is traversed and cleared in one place. */
 #include "internal.h"
 
+#include <stddef.h>
 #include <structmember.h>
 
 #ifndef GLIBLOOP_VERSION
@@ -20,23 +23,108 @@ gl_module_state_of_type(PyTypeObject *type)
     return module ? get_state(module) : NULL;
 }
 
-static int
-import_attr(PyObject **out, const char *modname, const char *attr)
-{
-    PyObject *mod = PyImport_ImportModule(modname);
-    if (mod == NULL) {
-        return -1;
-    }
-    *out = PyObject_GetAttrString(mod, attr);
-    Py_DECREF(mod);
-    return *out ? 0 : -1;
-}
+/* What the module takes from asyncio and the socket module. */
+static const struct {
+    size_t offset;
+    const char *module;
+    const char *attr;
+} imports[] = {
+    {offsetof(gl_state, future_type), "asyncio", "Future"},
+    {offsetof(gl_state, task_type), "asyncio", "Task"},
+    {offsetof(gl_state, format_callback), "asyncio.format_helpers", "_format_callback_source"},
+    {offsetof(gl_state, extract_stack), "asyncio.format_helpers", "extract_stack"},
+    {offsetof(gl_state, get_running_loop), "asyncio.events", "_get_running_loop"},
+    {offsetof(gl_state, set_running_loop), "asyncio.events", "_set_running_loop"},
+    {offsetof(gl_state, current_task), "asyncio.tasks", "current_task"},
+#if PY_VERSION_HEX >= 0x030C0000
+    {offsetof(gl_state, swap_current_task), "asyncio.tasks", "_swap_current_task"},
+#else
+    {offsetof(gl_state, current_tasks), "asyncio.tasks", "_current_tasks"},
+#endif
+    {offsetof(gl_state, socket_type), "socket", "socket"},
+    {offsetof(gl_state, check_ssl_socket), "asyncio.base_events", "_check_ssl_socket"},
+    {offsetof(gl_state, buffered_protocol), "asyncio", "BufferedProtocol"},
+    {offsetof(gl_state, transport_socket), "asyncio.trsock", "TransportSocket"},
+    {offsetof(gl_state, set_result_unless_cancelled), "asyncio.futures",
+     "_set_result_unless_cancelled"},
+    {offsetof(gl_state, logger), "asyncio.log", "logger"},
+};
+
+/* The heap types but the Handle, TimerHandle and Loop types (made first,
+ * in module_exec); a transport type's bases are asyncio.transports.<base>
+ * (and <base2>), after checking that their slots are where
+ * GL_TRANSPORT_HEAD puts them (transport.c). */
+static const struct {
+    size_t offset;
+    PyType_Spec *spec;
+    const char *base;
+    const char *base2;
+} types[] = {
+    {offsetof(gl_state, SockWaitType), &gl_sockwait_spec, NULL, NULL},
+    {offsetof(gl_state, ListenerType), &gl_listener_spec, NULL, NULL},
+    {offsetof(gl_state, StreamType), &gl_stream_spec, "_FlowControlMixin", NULL},
+    /* as asyncio's own datagram transport: a _FlowControlMixin too */
+    {offsetof(gl_state, DatagramType), &gl_udp_spec, "_FlowControlMixin", "DatagramTransport"},
+    {offsetof(gl_state, ReadPipeType), &gl_pipe_read_spec, "ReadTransport", NULL},
+    {offsetof(gl_state, WritePipeType), &gl_pipe_write_spec, "_FlowControlMixin", NULL},
+    {offsetof(gl_state, ChildWatchType), &gl_process_child_spec, NULL, NULL},
+};
+
+/* Each concern's Loop methods live in its own file; the Loop type gets
+ * them all. */
+static PyMethodDef *const loop_method_tables[] = {
+    gl_loop_core_methods,
+    gl_source_methods,
+    gl_tasks_methods,
+    gl_poll_methods,
+    gl_signals_methods,
+    gl_sockops_methods,
+    gl_stream_methods,
+    gl_server_methods,
+    gl_udp_methods,
+    gl_pipe_methods,
+    gl_process_methods,
+};
+
+#define GL_SLOT(st, offset) ((PyObject **)((char *)(st) + (offset)))
 
 static int
-intern(PyObject **out, const char *s)
+add_type(PyObject *module, PyTypeObject **slot, PyType_Spec *spec, PyObject *bases)
 {
-    *out = PyUnicode_InternFromString(s);
-    return *out ? 0 : -1;
+    *slot = (PyTypeObject *)PyType_FromModuleAndSpec(module, spec, bases);
+    return *slot ? PyModule_AddType(module, *slot) : -1;
+}
+
+/* The Loop's spec with every file's methods joined into one array (in the
+ * module state, which outlives the type whose descriptors point into it). */
+static int
+add_loop_type(PyObject *module, gl_state *st)
+{
+    size_t n = 0;
+    size_t ntables = sizeof(loop_method_tables) / sizeof(loop_method_tables[0]);
+    for (size_t t = 0; t < ntables; t++) {
+        for (PyMethodDef *m = loop_method_tables[t]; m->ml_name; m++) {
+            n++;
+        }
+    }
+    PyMethodDef *all = PyMem_Calloc(n + 1, sizeof(PyMethodDef));
+    if (all == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    size_t i = 0;
+    for (size_t t = 0; t < ntables; t++) {
+        for (PyMethodDef *m = loop_method_tables[t]; m->ml_name; m++) {
+            all[i++] = *m;
+        }
+    }
+    st->loop_methods = all;
+    for (PyType_Slot *slot = gl_loop_spec.slots; slot->slot; slot++) {
+        if (slot->slot == Py_tp_methods) {
+            slot->pfunc = all;
+        }
+    }
+    return add_type(module, &st->LoopType, &gl_loop_spec, NULL);
 }
 
 size_t
@@ -56,73 +144,52 @@ static int
 module_exec(PyObject *module)
 {
     gl_state *st = get_state(module);
-    st->HandleType = (PyTypeObject *)PyType_FromModuleAndSpec(
-        module, &gl_handle_spec, NULL);
-    if (st->HandleType == NULL) {
-        return -1;
-    }
-    st->TimerHandleType = (PyTypeObject *)PyType_FromModuleAndSpec(
-        module, &gl_timer_spec, (PyObject *)st->HandleType);
-    if (st->TimerHandleType == NULL) {
+    if (add_type(module, &st->HandleType, &gl_handle_spec, NULL) < 0 ||
+        add_type(module, &st->TimerHandleType, &gl_timer_spec,
+                 (PyObject *)st->HandleType) < 0 ||
+        add_loop_type(module, st) < 0) {
         return -1;
     }
     st->ThreadSafeHandleType = gl_handle_make_threadsafe_type(module);
     if (st->ThreadSafeHandleType == NULL && PyErr_Occurred()) {
         return -1;
     }
-    st->LoopType = gl_loop_make_type(module, st);
-    if (st->LoopType == NULL) {
+    for (size_t i = 0; i < sizeof(imports) / sizeof(imports[0]); i++) {
+        PyObject *mod = PyImport_ImportModule(imports[i].module);
+        if (mod == NULL) {
+            return -1;
+        }
+        PyObject *attr = PyObject_GetAttrString(mod, imports[i].attr);
+        Py_DECREF(mod);
+        if (attr == NULL) {
+            return -1;
+        }
+        *GL_SLOT(st, imports[i].offset) = attr;
+    }
+#define GL_INTERN(name) \
+    if ((st->s_##name = PyUnicode_InternFromString(#name)) == NULL) { \
+        return -1; \
+    }
+    GL_STRINGS(GL_INTERN)
+#undef GL_INTERN
+    st->kwnames_loop = PyTuple_Pack(1, st->s_loop);
+    if (st->kwnames_loop == NULL || gl_process_module_init() < 0) {
         return -1;
     }
-    if (PyModule_AddType(module, st->HandleType) < 0 ||
-        PyModule_AddType(module, st->TimerHandleType) < 0 ||
-        PyModule_AddType(module, st->LoopType) < 0) {
-        return -1;
-    }
-    if (import_attr(&st->future_type, "asyncio", "Future") < 0 ||
-        import_attr(&st->task_type, "asyncio", "Task") < 0 ||
-        import_attr(&st->format_callback, "asyncio.format_helpers",
-                    "_format_callback_source") < 0 ||
-        import_attr(&st->extract_stack, "asyncio.format_helpers",
-                    "extract_stack") < 0 ||
-        import_attr(&st->get_running_loop, "asyncio.events",
-                    "_get_running_loop") < 0 ||
-        import_attr(&st->set_running_loop, "asyncio.events",
-                    "_set_running_loop") < 0) {
-        return -1;
-    }
-    if (import_attr(&st->current_task, "asyncio.tasks", "current_task") < 0) {
-        return -1;
-    }
-#if PY_VERSION_HEX >= 0x030C0000
-    if (import_attr(&st->swap_current_task, "asyncio.tasks",
-                    "_swap_current_task") < 0) {
-        return -1;
-    }
-#else
-    if (import_attr(&st->current_tasks, "asyncio.tasks", "_current_tasks") < 0) {
-        return -1;
-    }
-#endif
-    if (intern(&st->str_call_exception_handler, "call_exception_handler") < 0 ||
-        intern(&st->str_log_slow_callback, "_log_slow_callback") < 0 ||
-        intern(&st->str_context, "context") < 0 ||
-        intern(&st->str_loop, "loop") < 0 ||
-        intern(&st->str_name, "name") < 0 ||
-        intern(&st->str_message, "message") < 0 ||
-        intern(&st->str_exception, "exception") < 0 ||
-        intern(&st->str_handle, "handle") < 0 ||
-        intern(&st->str_source_traceback, "source_traceback") < 0 ||
-        intern(&st->str_set_name, "set_name") < 0) {
-        return -1;
-    }
-    st->kwnames_loop = PyTuple_Pack(1, st->str_loop);
-    if (st->kwnames_loop == NULL) {
-        return -1;
-    }
-    if (gl_net_state_init(module, st) < 0 ||
-        gl_proc_state_init(module, st) < 0) {
-        return -1;
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        PyObject *bases = NULL;
+        if (types[i].base != NULL) {
+            bases = gl_transport_bases(types[i].base, types[i].base2);
+            if (bases == NULL) {
+                return -1;
+            }
+        }
+        int rc = add_type(module, (PyTypeObject **)GL_SLOT(st, types[i].offset),
+                          types[i].spec, bases);
+        Py_XDECREF(bases);
+        if (rc < 0) {
+            return -1;
+        }
     }
     char glib_version[64];
     g_snprintf(glib_version, sizeof(glib_version), "%u.%u.%u",
@@ -138,56 +205,22 @@ static int
 module_traverse(PyObject *module, visitproc visit, void *arg)
 {
     gl_state *st = get_state(module);
-    Py_VISIT(st->LoopType);
-    Py_VISIT(st->HandleType);
-    Py_VISIT(st->TimerHandleType);
-    Py_VISIT(st->ThreadSafeHandleType);
-    Py_VISIT(st->future_type);
-    Py_VISIT(st->task_type);
-    Py_VISIT(st->format_callback);
-    Py_VISIT(st->extract_stack);
-    Py_VISIT(st->get_running_loop);
-    Py_VISIT(st->set_running_loop);
-    Py_VISIT(st->swap_current_task);
-    Py_VISIT(st->current_task);
-    Py_VISIT(st->current_tasks);
-    int rc = gl_net_state_traverse(st, visit, arg);
-    if (rc != 0) {
-        return rc;
-    }
-    return gl_proc_state_traverse(st, visit, arg);
+#define GL_VISIT(name) Py_VISIT(st->name);
+    GL_STATE_OBJECTS(GL_VISIT)
+#undef GL_VISIT
+    return 0;
 }
 
 static int
 module_clear(PyObject *module)
 {
     gl_state *st = get_state(module);
-    Py_CLEAR(st->LoopType);
-    Py_CLEAR(st->HandleType);
-    Py_CLEAR(st->TimerHandleType);
-    Py_CLEAR(st->ThreadSafeHandleType);
-    Py_CLEAR(st->future_type);
-    Py_CLEAR(st->task_type);
-    Py_CLEAR(st->format_callback);
-    Py_CLEAR(st->extract_stack);
-    Py_CLEAR(st->get_running_loop);
-    Py_CLEAR(st->set_running_loop);
-    Py_CLEAR(st->swap_current_task);
-    Py_CLEAR(st->current_task);
-    Py_CLEAR(st->current_tasks);
-    Py_CLEAR(st->str_call_exception_handler);
-    Py_CLEAR(st->str_log_slow_callback);
-    Py_CLEAR(st->str_context);
-    Py_CLEAR(st->str_loop);
-    Py_CLEAR(st->str_name);
-    Py_CLEAR(st->str_message);
-    Py_CLEAR(st->str_exception);
-    Py_CLEAR(st->str_handle);
-    Py_CLEAR(st->str_source_traceback);
-    Py_CLEAR(st->str_set_name);
-    Py_CLEAR(st->kwnames_loop);
-    gl_net_state_clear(st);
-    gl_proc_state_clear(st);
+#define GL_CLEAR(name) Py_CLEAR(st->name);
+    GL_STATE_OBJECTS(GL_CLEAR)
+#undef GL_CLEAR
+#define GL_CLEAR_STRING(name) Py_CLEAR(st->s_##name);
+    GL_STRINGS(GL_CLEAR_STRING)
+#undef GL_CLEAR_STRING
     return 0;
 }
 

@@ -57,12 +57,6 @@ typedef struct {
 
 #define T(t) GL_TRANSPORT(t)
 
-static inline gl_net_state *
-net(gl_pipe *t)
-{
-    return &t->loop->st->net;
-}
-
 /* ------------------------------------------------------------------ */
 /* closing and errors                                                 */
 
@@ -83,7 +77,7 @@ schedule_connection_lost(gl_pipe *t, PyObject *exc)
         gl_transport_close_file(T(t));
         return 0;
     }
-    return gl_transport_schedule_method(T(t), net(t)->s__call_connection_lost,
+    return gl_transport_schedule_method(T(t), GL_ST(t)->s__call_connection_lost,
                            exc ? exc : Py_None);
 }
 
@@ -130,7 +124,7 @@ on_eof(gl_pipe *t)
     }
     t->closing = 1;
     gl_transport_unwatch(T(t));
-    PyObject *eof = PyObject_GetAttr(t->protocol, net(t)->s_eof_received);
+    PyObject *eof = PyObject_GetAttr(t->protocol, GL_ST(t)->s_eof_received);
     int rc = eof ? gl_transport_schedule_call(T(t), eof, NULL) : -1;
     Py_XDECREF(eof);
     if (rc < 0) {
@@ -143,9 +137,9 @@ on_eof(gl_pipe *t)
 }
 
 /* read() with the error handling both protocol kinds share: the byte
- * count, 0 for EOF (handled), -1 when nothing more can be read now (would
- * block, or the transport failed and closed), -2 for an exception that
- * must stop the loop. */
+ * count, 0 for EOF (handled), GL_RC_AGAIN when nothing more can be read
+ * now (would block, or the transport failed and closed), GL_RC_STOP for
+ * an exception that must stop the loop. */
 static Py_ssize_t
 read_some(gl_pipe *t, char *buf, size_t size)
 {
@@ -159,12 +153,12 @@ read_some(gl_pipe *t, char *buf, size_t size)
     t->read_pending = 0;
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            return -1;
+            return GL_RC_AGAIN;
         }
         PyErr_SetFromErrno(PyExc_OSError);
-        return fatal_error(t, "Fatal read error on pipe transport") < 0 ? -2 : -1;
+        return fatal_error(t, "Fatal read error on pipe transport") < 0 ? GL_RC_STOP : GL_RC_AGAIN;
     }
-    return on_eof(t) < 0 ? -2 : 0;
+    return on_eof(t) < 0 ? GL_RC_STOP : 0;
 }
 
 /* After a read of n bytes out of size: may there be more right now?  A
@@ -193,11 +187,11 @@ read_once_data(gl_pipe *t)
     Py_ssize_t queued;
     Py_ssize_t n = gl_transport_read_data(T(t), t->short_read_drains, read_fn, &data,
                                           &queued);
-    if (n == -3) {
+    if (n == GL_RC_ERROR) {
         return fatal_error(t, "Fatal read error on pipe transport");
     }
     if (n <= 0) {
-        return n == -2 ? -1 : 0;
+        return n == GL_RC_STOP ? -1 : 0;
     }
     t->read_pending = queued ? t->hangup || queued > n : more_after(t, n, GL_READBUF_SIZE);
     if (gl_transport_data_received(T(t), data) < 0) {
@@ -217,7 +211,7 @@ read_once_buffered(gl_pipe *t)
     Py_ssize_t n = read_some(t, view.buf, (size_t)size);
     PyBuffer_Release(&view);
     if (n <= 0) {
-        return n == -2 ? -1 : 0;
+        return n == GL_RC_STOP ? -1 : 0;
     }
     t->read_pending = more_after(t, n, size);
     if (gl_transport_buffer_updated(T(t), n) < 0) {
@@ -295,10 +289,10 @@ peer_closed(gl_pipe *t)
 static PyObject *
 pipe_write(gl_pipe *t, PyObject *data)
 {
-    if (gl_transport_check_data(data) < 0) {
+    if (gl_wq_check_data(data) < 0) {
         return NULL;
     }
-    int rc = gl_transport_write(
+    int rc = gl_wq_write(
         T(t), data, 0, t->conn_lost || t->closing,
         "pipe closed by peer or os.write(pipe, data) raised exception.");
     if (rc == 0) {
@@ -316,7 +310,7 @@ pipe_write(gl_pipe *t, PyObject *data)
 static PyObject *
 pipe_writelines(gl_pipe *t, PyObject *list)
 {
-    PyObject *joined = gl_transport_join(list);
+    PyObject *joined = gl_wq_join(list);
     if (joined == NULL) {
         return NULL;
     }
@@ -524,7 +518,7 @@ pipe_new(gl_loop *loop, int is_writer, PyObject *pipe, PyObject *protocol,
         return NULL;
     }
     int fd = gl_sock_fileno(st, pipe);
-    if (fd == -2) {
+    if (fd == GL_RC_ERROR) {
         return NULL;
     }
     if (fd < 0) {
@@ -533,7 +527,7 @@ pipe_new(gl_loop *loop, int is_writer, PyObject *pipe, PyObject *protocol,
         PyErr_SetFromErrno(PyExc_OSError);
         return NULL;
     }
-    PyTypeObject *tp = is_writer ? st->proc.WritePipeType : st->proc.ReadPipeType;
+    PyTypeObject *tp = is_writer ? st->WritePipeType : st->ReadPipeType;
     gl_pipe *t = (gl_pipe *)tp->tp_alloc(tp, 0);
     if (t == NULL) {
         return NULL;
@@ -732,7 +726,7 @@ static PyType_Slot write_slots[] = {
     {0, NULL},
 };
 
-static PyType_Spec read_spec = {
+PyType_Spec gl_pipe_read_spec = {
     .name = "glibloop._core.ReadPipeTransport",
     .basicsize = sizeof(gl_pipe),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
@@ -740,26 +734,10 @@ static PyType_Spec read_spec = {
     .slots = read_slots,
 };
 
-static PyType_Spec write_spec = {
+PyType_Spec gl_pipe_write_spec = {
     .name = "glibloop._core.WritePipeTransport",
     .basicsize = sizeof(gl_pipe),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
              Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = write_slots,
 };
-
-int
-gl_pipe_make_types(PyObject *module, gl_state *st)
-{
-    st->proc.ReadPipeType = gl_transport_make_type(module, &read_spec, "ReadTransport", NULL);
-    if (st->proc.ReadPipeType == NULL ||
-        PyModule_AddType(module, st->proc.ReadPipeType) < 0) {
-        return -1;
-    }
-    st->proc.WritePipeType = gl_transport_make_type(module, &write_spec, "_FlowControlMixin", NULL);
-    if (st->proc.WritePipeType == NULL ||
-        PyModule_AddType(module, st->proc.WritePipeType) < 0) {
-        return -1;
-    }
-    return 0;
-}

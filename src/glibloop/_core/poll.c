@@ -476,6 +476,18 @@ gl_poll_check_not_owned(gl_poll *p, int fd, PyObject *fileobj)
     return is_closing > 0 ? 0 : -1;
 }
 
+char *
+gl_poll_readbuf(gl_poll *p)
+{
+    if (p->readbuf == NULL) {
+        p->readbuf = PyMem_Malloc(GL_READBUF_SIZE);
+        if (p->readbuf == NULL) {
+            PyErr_NoMemory();
+        }
+    }
+    return p->readbuf;
+}
+
 void
 gl_poll_arm_timer(gl_poll *p, int64_t deadline_ns)
 {
@@ -578,12 +590,10 @@ gl_poll_run_held(gl_loop *loop)
 }
 
 /* Reads what is ready (timeout 0), runs C watchers and queues the readers
- * and writers.  asyncio runs the callbacks queued before a poll ahead of
- * what the poll delivers; C watchers call their protocols directly, so when
- * callbacks are queued (or events are held back already) their events are
- * held back until the ready queue's head reaches the callbacks queued after
- * this poll (run_round calls gl_poll_run_held there).  Child pidfds
- * (GL_WATCH_UNHELD) always run at once.  Registrations are looked up when
+ * and writers.  The scheduler says whether C watchers' events must be held
+ * back for asyncio's order (gl_sched_hold_watchers); held, they are kept
+ * here and replayed by gl_poll_run_held when run_round says.  Child
+ * pidfds (GL_WATCH_UNHELD) always run at once.  Registrations are looked up when
  * each event is delivered and again after every watcher callback, never
  * kept from before: a callback run in between may have removed, replaced
  * or re-added them (and grown the table). */
@@ -597,12 +607,7 @@ gl_poll_dispatch(gl_loop *loop)
     }
     gl_poll *p = &loop->poll;
     int signalled = 0;
-    int pending = p->nheld > p->held_next;
-    int hold = pending || loop->ready.head != loop->ready.tail;
-    if (hold && !pending) {
-        p->nheld = p->held_next = 0;
-        p->held_mark = loop->ready.tail;
-    }
+    int hold = gl_sched_hold_watchers(loop);
     p->watchers_ran = 0;
     for (int i = 0; i < n; i++) {
         int fd = (int)(uint32_t)events[i].data.u64;
@@ -645,12 +650,12 @@ gl_poll_dispatch(gl_loop *loop)
         /* As asyncio's selectors: an error or hang-up wakes both sides. */
         gl_handle *reader = gl_poll_get(p, fd, 0);
         if (reader && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) &&
-            gl_loop_push_ready(loop, reader) < 0) {
+            gl_sched_push(loop, reader) < 0) {
             return -1;
         }
         gl_handle *writer = gl_poll_get(p, fd, 1);
         if (writer && (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) &&
-            gl_loop_push_ready(loop, writer) < 0) {
+            gl_sched_push(loop, writer) < 0) {
             return -1;
         }
     }
@@ -659,3 +664,162 @@ gl_poll_dispatch(gl_loop *loop)
     }
     return 0;
 }
+
+/* ------------------------------------------------------------------ */
+/* readers and writers                                                */
+
+/* selectors' _fileobj_to_fd: the fd of an int or of obj.fileno(), or
+ * -1 with an exception set.  Two numbers that are no fd are told apart, as
+ * asyncio treats them apart: GL_FD_HUGE, an int too large for an fd (no
+ * exception set: asyncio finds no registration for it, and epoll refuses
+ * to register it), and GL_FD_NEGATIVE (ValueError set: a closed socket's
+ * fileno(), which asyncio looks up by the object). */
+#define GL_FD_HUGE (-2)
+#define GL_FD_NEGATIVE (-3)
+
+static int
+fileobj_to_fd(PyObject *obj)
+{
+    PyObject *num;
+    if (PyLong_Check(obj)) {
+        num = Py_NewRef(obj);
+    }
+    else {
+        num = PyObject_CallMethod(obj, "fileno", NULL);
+        if (num == NULL || !PyLong_Check(num)) {
+            if (num == NULL && !PyErr_ExceptionMatches(PyExc_AttributeError) &&
+                !PyErr_ExceptionMatches(PyExc_TypeError) &&
+                !PyErr_ExceptionMatches(PyExc_ValueError)) {
+                return -1;
+            }
+            Py_XDECREF(num);
+            PyErr_Clear();
+            PyErr_Format(PyExc_ValueError, "Invalid file object: %R", obj);
+            return -1;
+        }
+    }
+    int overflow;
+    long fd = PyLong_AsLongAndOverflow(num, &overflow);
+    if (overflow > 0 || fd > INT32_MAX) {
+        Py_DECREF(num);
+        return GL_FD_HUGE;
+    }
+    if (overflow < 0 || fd < 0) {
+        PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %S", num);
+        Py_DECREF(num);
+        return GL_FD_NEGATIVE;
+    }
+    Py_DECREF(num);
+    return (int)fd;
+}
+
+static PyObject *
+add_fd_handler(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs,
+               int is_writer)
+{
+    const char *method = is_writer ? "add_writer" : "add_reader";
+    if (gl_loop_need_args(nargs, 2, method, "'fd' and 'callback'") < 0) {
+        return NULL;
+    }
+    int fd = fileobj_to_fd(args[0]);
+    if (fd == GL_FD_HUGE) {
+        /* as epoll.register() answers it */
+        PyErr_SetString(PyExc_OverflowError, "Python int too large to convert to C int");
+        return NULL;
+    }
+    if (fd < 0 || gl_loop_check_not_closed(loop) < 0 ||
+        gl_poll_check_not_owned(&loop->poll, fd, args[0]) < 0 ||
+        gl_loop_check_callback(args[1], method) < 0) {
+        return NULL;
+    }
+    PyObject *cbargs = gl_loop_args_tuple(args + 2, nargs - 2);
+    if (cbargs == NULL) {
+        return NULL;
+    }
+    gl_handle *h = gl_handle_new(loop->st, (PyObject *)loop, args[1], cbargs,
+                                 NULL);
+    Py_DECREF(cbargs);
+    if (h == NULL) {
+        return NULL;
+    }
+    /* Readers and writers stay registered for long: let the GC see them. */
+    PyObject_GC_Track(h);
+    int rc = gl_poll_set(&loop->poll, fd, is_writer, h, args[0]);
+    Py_DECREF(h);
+    if (rc < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+loop_add_reader(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs)
+{
+    return add_fd_handler(loop, args, nargs, 0);
+}
+
+static PyObject *
+loop_add_writer(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs)
+{
+    return add_fd_handler(loop, args, nargs, 1);
+}
+
+static PyObject *
+remove_fd_handler(gl_loop *loop, PyObject *fileobj, int is_writer)
+{
+    int fd = fileobj_to_fd(fileobj);
+    if (fd == -1) {
+        return NULL;
+    }
+    if (fd == GL_FD_NEGATIVE) {
+        if (loop->closed) {
+            PyErr_Clear();
+            Py_RETURN_FALSE;
+        }
+        /* A closed socket (fileno() is -1) is found by the object it was
+         * registered with, as selectors find it. */
+        int found = PyLong_Check(fileobj) ? -1 : gl_poll_find_fileobj(&loop->poll, fileobj);
+        if (found < 0) {
+            return NULL;
+        }
+        PyErr_Clear();
+        return PyBool_FromLong(gl_poll_remove(&loop->poll, found, is_writer));
+    }
+    if (fd == GL_FD_HUGE || loop->closed) {
+        Py_RETURN_FALSE;
+    }
+    if (gl_poll_check_not_owned(&loop->poll, fd, fileobj) < 0) {
+        return NULL;
+    }
+    int rc = gl_poll_remove(&loop->poll, fd, is_writer);
+    if (rc < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(rc);
+}
+
+static PyObject *
+loop_remove_reader(gl_loop *loop, PyObject *fileobj)
+{
+    return remove_fd_handler(loop, fileobj, 0);
+}
+
+static PyObject *
+loop_remove_writer(gl_loop *loop, PyObject *fileobj)
+{
+    return remove_fd_handler(loop, fileobj, 1);
+}
+
+PyMethodDef gl_poll_methods[] = {
+    {"add_reader", (PyCFunction)(void (*)(void))loop_add_reader, METH_FASTCALL,
+     PyDoc_STR("add_reader(fd, callback, *args)\n--\n\n"
+               "Watch fd for reading.")},
+    {"add_writer", (PyCFunction)(void (*)(void))loop_add_writer, METH_FASTCALL,
+     PyDoc_STR("add_writer(fd, callback, *args)\n--\n\n"
+               "Watch fd for writing.")},
+    {"remove_reader", (PyCFunction)loop_remove_reader, METH_O,
+     PyDoc_STR("Stop watching fd for reading; return True if it was watched.")},
+    {"remove_writer", (PyCFunction)loop_remove_writer, METH_O,
+     PyDoc_STR("Stop watching fd for writing; return True if it was watched.")},
+    {NULL, NULL, 0, NULL},
+};

@@ -45,7 +45,7 @@ typedef struct gl_child {
     PyObject *callback;          /* NULL once called or the watch ended */
     PyObject *context;           /* the callback runs in it */
     gl_state *st;
-    struct gl_child *next;       /* in st->proc.children while linked */
+    struct gl_child *next;       /* in st->children while linked */
     struct gl_child *prev;
     GSource *gsource;            /* the fallback's child watch, or NULL */
     PyObject *weakreflist;
@@ -246,7 +246,7 @@ reaper_adopt(int pidfd, pid_t pid)
 static void
 link_child(gl_child *c)
 {
-    gl_proc_state *ps = &c->st->proc;
+    gl_state *ps = c->st;
     c->prev = NULL;
     c->next = ps->children;
     if (ps->children != NULL) {
@@ -262,7 +262,7 @@ unlink_child(gl_child *c)
     if (!c->linked) {
         return;
     }
-    gl_proc_state *ps = &c->st->proc;
+    gl_state *ps = c->st;
     if (c->prev != NULL) {
         c->prev->next = c->next;
     }
@@ -324,15 +324,9 @@ deliver(gl_child *c, PyObject *returncode)
         PyObject *r = PyObject_CallOneArg(callback, returncode ? returncode : Py_None);
         if (r == NULL) {
             PyObject *exc = gl_err_fetch();
-            if (gl_exc_is_fatal(exc)) {
-                gl_err_restore(exc);
-                rc = -1;
-            }
-            else {
-                rc = gl_net_report(loop, "Exception in callback of a child process watch",
-                                   exc, NULL, NULL, NULL);
-                Py_XDECREF(exc);
-            }
+            rc = gl_loop_report_error(loop, exc, NULL, NULL, NULL, NULL,
+                                      "Exception in callback of a child process watch");
+            Py_XDECREF(exc);
         }
         Py_XDECREF(r);
     }
@@ -364,9 +358,9 @@ child_on_event(gl_loop *loop, PyObject *owner, uint32_t Py_UNUSED(ev))
         c->returncode = 255;
     }
     PyObject *context = Py_NewRef(c->context);  /* deliver() may drop c's */
-    gl_net_frame f;
-    gl_net_enter(loop, context, &f);
-    int rc = gl_net_leave(loop, &f, deliver(c, rc_obj));
+    gl_sched_frame f;
+    gl_sched_enter(loop, context, &f);
+    int rc = gl_sched_leave(loop, &f, deliver(c, rc_obj));
     Py_DECREF(context);
     Py_XDECREF(rc_obj);
     return rc;
@@ -445,8 +439,8 @@ loop_watch_child(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     gl_state *st = loop->st;
-    gl_child *c = (gl_child *)st->proc.ChildWatchType->tp_alloc(
-        st->proc.ChildWatchType, 0);
+    gl_child *c = (gl_child *)st->ChildWatchType->tp_alloc(
+        st->ChildWatchType, 0);
     if (c == NULL) {
         return NULL;
     }
@@ -459,7 +453,7 @@ loop_watch_child(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     c->pid = (pid_t)pid;
-    c->pidfd = st->proc.no_pidfd ? (errno = ENOSYS, -1) : pidfd_open_child(c->pid);
+    c->pidfd = st->no_pidfd ? (errno = ENOSYS, -1) : pidfd_open_child(c->pid);
     if (c->pidfd >= 0) {
         if (gl_poll_watch(&loop->poll, c->pidfd, (PyObject *)c, child_on_event,
                           EPOLLIN, GL_WATCH_OWNED | GL_WATCH_UNHELD) < 0) {
@@ -494,7 +488,7 @@ loop_watch_child(gl_loop *loop, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 loop_orphan_children(gl_loop *loop, PyObject *Py_UNUSED(ignored))
 {
-    gl_child *c = loop->st->proc.children;
+    gl_child *c = loop->st->children;
     while (c != NULL) {
         gl_child *next = c->next;
         if (c->loop == loop) {
@@ -505,7 +499,7 @@ loop_orphan_children(gl_loop *loop, PyObject *Py_UNUSED(ignored))
             Py_XDECREF(callback);
             Py_DECREF(c);
             /* The list may have changed under the DECREFs: restart. */
-            next = loop->st->proc.children;
+            next = loop->st->children;
         }
         c = next;
     }
@@ -531,8 +525,8 @@ gl_process_use_pidfd(PyObject *module, PyObject *flag)
         return NULL;
     }
     gl_state *st = PyModule_GetState(module);
-    int was = !st->proc.no_pidfd;
-    st->proc.no_pidfd = !on;
+    int was = !st->no_pidfd;
+    st->no_pidfd = !on;
     return PyBool_FromLong(was);
 }
 
@@ -655,7 +649,7 @@ static PyType_Slot child_slots[] = {
     {0, NULL},
 };
 
-static PyType_Spec child_spec = {
+PyType_Spec gl_process_child_spec = {
     .name = "glibloop._core.ChildWatch",
     .basicsize = sizeof(gl_child),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
@@ -664,10 +658,10 @@ static PyType_Spec child_spec = {
 };
 
 /* ------------------------------------------------------------------ */
-/* module state                                                       */
+/* module init                                                        */
 
 int
-gl_proc_state_init(PyObject *module, gl_state *st)
+gl_process_module_init(void)
 {
     if (!reaper_atfork_set) {
         if (pthread_atfork(reaper_prepare, reaper_parent, reaper_child) != 0) {
@@ -676,31 +670,5 @@ gl_proc_state_init(PyObject *module, gl_state *st)
         }
         reaper_atfork_set = 1;
     }
-    if (gl_pipe_make_types(module, st) < 0) {
-        return -1;
-    }
-    st->proc.ChildWatchType = (PyTypeObject *)PyType_FromModuleAndSpec(
-        module, &child_spec, NULL);
-    if (st->proc.ChildWatchType == NULL ||
-        PyModule_AddType(module, st->proc.ChildWatchType) < 0) {
-        return -1;
-    }
     return 0;
-}
-
-int
-gl_proc_state_traverse(gl_state *st, visitproc visit, void *arg)
-{
-    Py_VISIT(st->proc.ReadPipeType);
-    Py_VISIT(st->proc.WritePipeType);
-    Py_VISIT(st->proc.ChildWatchType);
-    return 0;
-}
-
-void
-gl_proc_state_clear(gl_state *st)
-{
-    Py_CLEAR(st->proc.ReadPipeType);
-    Py_CLEAR(st->proc.WritePipeType);
-    Py_CLEAR(st->proc.ChildWatchType);
 }

@@ -79,19 +79,19 @@ static int
 out_of_resources(gl_listener *l)
 {
     PyObject *exc = gl_err_fetch();
-    PyObject *trsock = PyObject_CallOneArg(l->loop->st->net.transport_socket, l->sock);
+    PyObject *trsock = PyObject_CallOneArg(l->loop->st->transport_socket, l->sock);
     if (trsock == NULL) {
         PyErr_WriteUnraisable((PyObject *)l);
     }
-    int rc = gl_net_report(l->loop, "socket.accept() out of system resource", exc,
-                           NULL, NULL, trsock);
+    int rc = gl_loop_report_error(l->loop, exc, NULL, NULL, NULL, trsock,
+                                  "socket.accept() out of system resource");
     Py_XDECREF(trsock);
     Py_XDECREF(exc);
     if (rc < 0) {
         return -1;  /* the handler's SystemExit/KeyboardInterrupt, as asyncio */
     }
     unwatch(l);
-    PyObject *resume = PyObject_GetAttr((PyObject *)l, l->loop->st->net.s__resume_accepting);
+    PyObject *resume = PyObject_GetAttr((PyObject *)l, l->loop->st->s__resume_accepting);
     PyObject *handle = resume ? PyObject_CallMethod((PyObject *)l->loop, "call_later",
                                                     "dO", GL_ACCEPT_RETRY_DELAY, resume)
                               : NULL;
@@ -119,14 +119,10 @@ static int
 report_setup_error(gl_listener *l, PyObject *protocol)
 {
     PyObject *exc = gl_err_fetch();
-    if (gl_exc_is_fatal(exc)) {
-        gl_err_restore(exc);
-        return -1;
-    }
     int rc = 0;
-    if (l->loop->debug) {
-        rc = gl_net_report(l->loop, "Error on transport creation for incoming connection",
-                           exc, NULL, protocol, NULL);
+    if (l->loop->debug || gl_exc_is_fatal(exc)) {
+        rc = gl_loop_report_error(l->loop, exc, NULL, NULL, protocol, NULL,
+                                  "Error on transport creation for incoming connection");
     }
     Py_XDECREF(exc);
     return rc;
@@ -135,7 +131,7 @@ report_setup_error(gl_listener *l, PyObject *protocol)
 static PyObject *
 make_socket(gl_listener *l, int fd)
 {
-    gl_net_state *n = &l->loop->st->net;
+    gl_state *n = l->loop->st;
     PyObject *fdobj = PyLong_FromLong(fd);
     if (fdobj == NULL) {
         return NULL;
@@ -171,7 +167,7 @@ abandon(gl_listener *l, PyObject *conn, PyObject *protocol)
 {
     int rc = report_setup_error(l, protocol);
     PyObject *fatal = rc < 0 ? gl_err_fetch() : NULL;
-    PyObject *c = PyObject_CallMethodNoArgs(conn, l->loop->st->net.s_close);
+    PyObject *c = PyObject_CallMethodNoArgs(conn, l->loop->st->s_close);
     Py_XDECREF(c);
     PyErr_Clear();
     if (fatal != NULL) {
@@ -187,14 +183,14 @@ set_up(gl_listener *l, int fd, struct sockaddr_storage *ss, socklen_t sslen,
        PyObject *context)
 {
     gl_loop *loop = l->loop;
-    gl_net_state *n = &loop->st->net;
+    gl_state *n = loop->st;
     PyObject *conn = make_socket(l, fd);
     if (conn == NULL) {
         close(fd);
         return report_setup_error(l, NULL);
     }
     PyObject *protocol = NULL, *transport = NULL, *extra = NULL;
-    PyObject *addr = gl_sockaddr_to_py(ss, sslen);
+    PyObject *addr = gl_sock_addr_to_py(ss, sslen);
     if (addr == NULL && !PyErr_Occurred()) {
         addr = PyObject_CallMethodNoArgs(conn, n->s_getpeername);
     }
@@ -243,9 +239,9 @@ serve_one(gl_listener *l, int fd, struct sockaddr_storage *ss, socklen_t sslen)
         close(fd);
         return report_setup_error(l, NULL);
     }
-    gl_net_frame f;
-    gl_net_enter(l->loop, context, &f);
-    int rc = gl_net_leave(l->loop, &f, set_up(l, fd, ss, sslen, context));
+    gl_sched_frame f;
+    gl_sched_enter(l->loop, context, &f);
+    int rc = gl_sched_leave(l->loop, &f, set_up(l, fd, ss, sslen, context));
     Py_DECREF(context);
     return rc;
 }
@@ -271,8 +267,8 @@ listener_on_event(gl_loop *Py_UNUSED(loop), PyObject *owner, uint32_t Py_UNUSED(
             }
             /* asyncio lets the loop log it as a failed callback. */
             PyObject *exc = gl_err_fetch();
-            int rc = gl_net_report(l->loop, "Error on accepting a connection", exc,
-                                   NULL, NULL, NULL);
+            int rc = gl_loop_report_error(l->loop, exc, NULL, NULL, NULL, NULL,
+                                          "Error on accepting a connection");
             Py_XDECREF(exc);
             return rc;
         }
@@ -290,7 +286,7 @@ static gl_listener *
 find_listener(gl_loop *loop, int fd)
 {
     PyObject *owner = gl_poll_watcher(&loop->poll, fd, NULL);
-    if (owner != NULL && Py_IS_TYPE(owner, loop->st->net.ListenerType)) {
+    if (owner != NULL && Py_IS_TYPE(owner, loop->st->ListenerType)) {
         return (gl_listener *)owner;
     }
     return NULL;
@@ -311,7 +307,7 @@ loop_start_serving(gl_loop *loop, PyObject *args, PyObject *kwds)
         gl_loop_check_not_closed(loop) < 0) {
         return NULL;
     }
-    context = gl_net_context(context);
+    context = gl_loop_context(context);
     if (context == NULL) {
         return NULL;
     }
@@ -323,7 +319,7 @@ loop_start_serving(gl_loop *loop, PyObject *args, PyObject *kwds)
         Py_DECREF(context);
         return NULL;
     }
-    gl_net_state *n = &loop->st->net;
+    gl_state *n = loop->st;
     gl_listener *old = find_listener(loop, fd);
     if (old != NULL) {
         /* Serving again (after a pause or a second start_serving()):
@@ -367,7 +363,7 @@ static PyObject *
 loop_stop_serving(gl_loop *loop, PyObject *sock)
 {
     int fd = gl_sock_fileno(loop->st, sock);
-    if (fd == -2) {
+    if (fd == GL_RC_ERROR) {
         return NULL;
     }
     if (fd >= 0 && !loop->closed) {
@@ -380,7 +376,7 @@ loop_stop_serving(gl_loop *loop, PyObject *sock)
             Py_DECREF(l);
         }
     }
-    return PyObject_CallMethodNoArgs(sock, loop->st->net.s_close);
+    return PyObject_CallMethodNoArgs(sock, loop->st->s_close);
 }
 
 PyMethodDef gl_server_methods[] = {

@@ -268,7 +268,7 @@ gl_signals_py_handler(PyObject *module, PyObject *const *args,
         }
         Py_XDECREF(r);
     }
-    else if (gl_loop_push_ready(loop, h) < 0) {
+    else if (gl_sched_push(loop, h) < 0) {
         PyErr_WriteUnraisable((PyObject *)loop);
     }
     else if (loop->dispatch_depth == 0) {

@@ -60,7 +60,7 @@ typedef struct {
 } gl_sockwait;
 
 static int
-gl_check_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t expected)
+check_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t expected)
 {
     if (nargs != expected) {
         PyErr_Format(PyExc_TypeError, "%s expected %zd arguments, got %zd",
@@ -101,13 +101,13 @@ static int
 attempt_recv(gl_loop *loop, sockop *op, PyObject **result)
 {
     int fd = gl_sock_fileno(loop->st, op->sock);
-    if (fd == -2) {
+    if (fd == GL_RC_ERROR) {
         return -1;
     }
     /* The fd's waiter stays while the socket is used with sock_*: it
      * remembers how much the last recv brought. */
     PyObject *owner = gl_poll_watcher(&loop->poll, fd, NULL);
-    gl_sockwait *w = owner != NULL && Py_IS_TYPE(owner, loop->st->net.SockWaitType)
+    gl_sockwait *w = owner != NULL && Py_IS_TYPE(owner, loop->st->SockWaitType)
                          ? (gl_sockwait *)owner : NULL;
     int direct = op->n > GL_READBUF_SIZE ||
                  (op->n <= GL_SOCK_RECV_DIRECT_MAX && w != NULL &&
@@ -115,7 +115,7 @@ attempt_recv(gl_loop *loop, sockop *op, PyObject **result)
     PyObject *bytes = NULL;
     char *buf;
     if (!direct) {
-        buf = gl_loop_readbuf(loop);
+        buf = gl_poll_readbuf(&loop->poll);
     }
     else {
         bytes = PyBytes_FromStringAndSize(NULL, op->n);
@@ -161,7 +161,7 @@ static int
 attempt_recv_into(gl_loop *loop, sockop *op, PyObject **result)
 {
     int fd = gl_sock_fileno(loop->st, op->sock);
-    if (fd == -2) {
+    if (fd == GL_RC_ERROR) {
         return -1;
     }
     /* The buffer is exported only for the syscall, as sock.recv_into
@@ -192,7 +192,7 @@ static int
 attempt_sendall(gl_loop *loop, sockop *op, PyObject **result)
 {
     int fd = gl_sock_fileno(loop->st, op->sock);
-    if (fd == -2) {
+    if (fd == GL_RC_ERROR) {
         return -1;
     }
     const char *buf = op->view.buf;
@@ -219,7 +219,7 @@ static int
 attempt_connect_done(gl_loop *loop, sockop *op, PyObject **result)
 {
     int fd = gl_sock_fileno(loop->st, op->sock);
-    if (fd == -2) {
+    if (fd == GL_RC_ERROR) {
         return -1;
     }
     int err = 0;
@@ -253,7 +253,7 @@ attempt_connect_done(gl_loop *loop, sockop *op, PyObject **result)
 static int
 attempt_method(gl_loop *loop, sockop *op, PyObject **result, int first)
 {
-    gl_net_state *n = &loop->st->net;
+    gl_state *n = loop->st;
     PyObject *r;
     switch (op->kind) {
     case OP_RECVFROM: {
@@ -381,7 +381,7 @@ complete(gl_sockwait *w, sockop *op, int rc, PyObject *result)
     memset(op, 0, sizeof(*op));
     int r;
     if (rc > 0) {
-        r = gl_future_set_result(st, taken.fut, result);
+        r = gl_loop_future_set_result(st, taken.fut, result);
         Py_DECREF(result);
     }
     else {
@@ -391,7 +391,7 @@ complete(gl_sockwait *w, sockop *op, int rc, PyObject *result)
             op_release(&taken);
             return -1;
         }
-        r = gl_future_set_exception(st, taken.fut, exc);
+        r = gl_loop_future_set_exception(st, taken.fut, exc);
         Py_DECREF(exc);
     }
     op_release(&taken);
@@ -404,7 +404,7 @@ complete(gl_sockwait *w, sockop *op, int rc, PyObject *result)
 static int
 run_op(gl_sockwait *w, sockop *op)
 {
-    int done = gl_future_done(w->loop->st, op->fut);
+    int done = gl_loop_future_done(w->loop->st, op->fut);
     if (done != 0) {
         if (done < 0) {
             PyErr_WriteUnraisable((PyObject *)w);
@@ -466,7 +466,7 @@ get_waiter(gl_loop *loop, int fd, PyObject *sock)
      * registered for this file. */
     gl_poll_forget_if_closed(&loop->poll, fd);
     PyObject *owner = gl_poll_watcher(&loop->poll, fd, &kind);
-    if (owner != NULL && Py_IS_TYPE(owner, st->net.SockWaitType)) {
+    if (owner != NULL && Py_IS_TYPE(owner, st->SockWaitType)) {
         return (gl_sockwait *)Py_NewRef(owner);
     }
     if (owner != NULL) {
@@ -479,7 +479,7 @@ get_waiter(gl_loop *loop, int fd, PyObject *sock)
                      fd, owner);
         return NULL;
     }
-    gl_sockwait *w = PyObject_GC_New(gl_sockwait, st->net.SockWaitType);
+    gl_sockwait *w = PyObject_GC_New(gl_sockwait, st->SockWaitType);
     if (w == NULL) {
         return NULL;
     }
@@ -491,7 +491,7 @@ get_waiter(gl_loop *loop, int fd, PyObject *sock)
     w->last_recv = 0;
     w->done_cb = NULL;
     PyObject_GC_Track(w);
-    w->done_cb = PyObject_GetAttr((PyObject *)w, st->net.s__op_done);
+    w->done_cb = PyObject_GetAttr((PyObject *)w, st->s__op_done);
     if (w->done_cb == NULL ||
         gl_poll_watch(&loop->poll, fd, (PyObject *)w, sockwait_on_event, 0,
                       GL_WATCH_SHARED) < 0) {
@@ -509,7 +509,7 @@ wait_op(gl_loop *loop, sockop *op)
         return -1;
     }
     int fd = gl_sock_fileno(loop->st, op->sock);
-    if (fd == -2) {
+    if (fd == GL_RC_ERROR) {
         return -1;
     }
     if (fd < 0) {
@@ -520,7 +520,7 @@ wait_op(gl_loop *loop, sockop *op)
     if (w == NULL) {
         return -1;
     }
-    PyObject *r = PyObject_CallMethodOneArg(op->fut, loop->st->net.s_add_done_callback,
+    PyObject *r = PyObject_CallMethodOneArg(op->fut, loop->st->s_add_done_callback,
                                             w->done_cb);
     if (r == NULL) {
         sync_watch(w, 0);
@@ -549,7 +549,7 @@ wait_op(gl_loop *loop, sockop *op)
 static int
 check_socket(gl_loop *loop, PyObject *sock, const char *method)
 {
-    gl_net_state *n = &loop->st->net;
+    gl_state *n = loop->st;
     if ((PyObject *)Py_TYPE(sock) != n->socket_type) {
         PyObject *r = PyObject_CallOneArg(n->check_ssl_socket, sock);
         if (r == NULL) {
@@ -590,14 +590,14 @@ start_op(gl_loop *loop, sockop *op)
         op_release(op);
         return NULL;
     }
-    PyObject *fut = gl_future_new(loop);
+    PyObject *fut = gl_loop_future_new(loop);
     if (fut == NULL) {
         Py_XDECREF(result);
         op_release(op);
         return NULL;
     }
     if (rc > 0) {
-        int r = gl_future_set_result(loop->st, fut, result);
+        int r = gl_loop_future_set_result(loop->st, fut, result);
         Py_DECREF(result);
         op_release(op);
         if (r < 0) {
@@ -648,7 +648,7 @@ static int
 begin(gl_loop *loop, const char *name, Py_ssize_t nargs, Py_ssize_t expected,
       PyObject *const *args, const char *method)
 {
-    if (gl_check_nargs(name, nargs, expected) < 0) {
+    if (check_nargs(name, nargs, expected) < 0) {
         return -1;
     }
     return check_socket(loop, args[0], method);

@@ -110,7 +110,7 @@ source_dispatch(GSource *source, GSourceFunc Py_UNUSED(cb),
         return G_SOURCE_REMOVE;
     }
     Py_INCREF(loop);
-    gl_loop_run_batch(loop, readable);
+    gl_sched_run_batch(loop, readable);
     Py_DECREF(loop);
     PyGILState_Release(gil);
     return G_SOURCE_CONTINUE;
@@ -132,7 +132,7 @@ gl_source_new(gl_loop *loop)
     gs->epoll_tag = g_source_add_unix_fd(source, loop->poll.epfd, G_IO_IN);
     g_source_set_name(source, "glibloop asyncio");
     /* A main loop nested in a callback (a modal dialog, MainLoop.run() in a
-     * coroutine) keeps dispatching asyncio: see gl_loop_run_batch. */
+     * coroutine) keeps dispatching asyncio: see gl_sched_run_batch. */
     g_source_set_can_recurse(source, TRUE);
     return source;
 }
@@ -173,3 +173,169 @@ gl_source_wakeup(gl_loop *loop)
 {
     g_main_context_wakeup(loop->context);
 }
+
+/* ------------------------------------------------------------------ */
+/* running on GLib: run_forever, an application's run          */
+
+static int
+owns_thread_default(gl_loop *loop)
+{
+    return loop->context != g_main_context_default();
+}
+
+static int
+can_run(gl_loop *loop)
+{
+    if (gl_loop_check_not_closed(loop) < 0) {
+        return -1;
+    }
+    if (loop->running) {
+        PyErr_SetString(PyExc_RuntimeError, "This event loop is already running");
+        return -1;
+    }
+    return 0;
+}
+
+/* The loop stops running; a SystemExit/KeyboardInterrupt that a callback
+ * raised (kept by the scheduler) is raised now. */
+static PyObject *
+run_ended(gl_loop *loop)
+{
+    loop->running = 0;
+    loop->thread_id = 0;
+    gl_timers_track_kept(&loop->timers);
+    __atomic_store_n(&loop->stopping, 0, __ATOMIC_RELAXED);
+    if (loop->pending_exc != NULL) {
+        PyObject *exc = loop->pending_exc;
+        loop->pending_exc = NULL;
+        gl_source_set_paused(loop, 0);
+        gl_err_restore(exc);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(run_native_doc,
+"_run_forever_native()\n--\n\n"
+"Run the loop's GLib main context until stop().  The Python run_forever()\n"
+"wraps this with the running-loop and asyncgen bookkeeping.");
+
+static PyObject *
+loop_run_forever_native(gl_loop *loop, PyObject *Py_UNUSED(ignored))
+{
+    if (can_run(loop) < 0) {
+        return NULL;
+    }
+    GMainLoop *ml = g_main_loop_new(loop->context, FALSE);
+    loop->mainloop = ml;
+    loop->running = 1;
+    loop->thread_id = PyThread_get_thread_ident();
+    int push = owns_thread_default(loop);
+    if (push) {
+        g_main_context_push_thread_default(loop->context);
+    }
+    Py_BEGIN_ALLOW_THREADS
+    g_main_loop_run(ml);
+    Py_END_ALLOW_THREADS
+    if (push) {
+        g_main_context_pop_thread_default(loop->context);
+    }
+    loop->mainloop = NULL;
+    g_main_loop_unref(ml);
+    return run_ended(loop);
+}
+
+static PyObject *
+loop_begin_external_run(gl_loop *loop, PyObject *quit_func)
+{
+    if (can_run(loop) < 0) {
+        return NULL;
+    }
+    if (quit_func != Py_None && !PyCallable_Check(quit_func)) {
+        PyErr_SetString(PyExc_TypeError, "quit_func must be callable or None");
+        return NULL;
+    }
+    Py_XSETREF(loop->quit_func, quit_func == Py_None ? NULL : Py_NewRef(quit_func));
+    loop->running = 1;
+    loop->thread_id = PyThread_get_thread_ident();
+    if (owns_thread_default(loop)) {
+        g_main_context_push_thread_default(loop->context);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+loop_end_external_run(gl_loop *loop, PyObject *Py_UNUSED(ignored))
+{
+    if (!loop->running || loop->mainloop != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the loop is not in an external run");
+        return NULL;
+    }
+    if (owns_thread_default(loop)) {
+        g_main_context_pop_thread_default(loop->context);
+    }
+    Py_CLEAR(loop->quit_func);
+    return run_ended(loop);
+}
+
+/* ------------------------------------------------------------------ */
+/* the GMainContext of a PyGObject GLib.MainContext                   */
+
+/* PyGObject's wrapper of a boxed GLib struct keeps the C pointer right
+ * after the object header (PyGBoxed in pygobject.h, stable since 3.0). */
+typedef struct {
+    PyObject_HEAD
+    gpointer boxed;
+} gl_pygboxed;
+
+GMainContext *
+gl_source_context_of(PyObject *obj)
+{
+    PyObject *gtype = PyObject_GetAttrString(obj, "__gtype__");
+    if (gtype == NULL) {
+        PyErr_Clear();
+        goto bad;
+    }
+    PyObject *gname = PyObject_GetAttrString(gtype, "name");
+    Py_DECREF(gtype);
+    if (gname == NULL) {
+        PyErr_Clear();
+        goto bad;
+    }
+    int ok = PyUnicode_Check(gname) &&
+             PyUnicode_CompareWithASCIIString(gname, "GMainContext") == 0;
+    Py_DECREF(gname);
+    if (!ok) {
+        goto bad;
+    }
+    GMainContext *ctx = ((gl_pygboxed *)obj)->boxed;
+    /* Cross-check the layout: PyGObject hashes boxed values by pointer. */
+    Py_hash_t h = PyObject_Hash(obj);
+    if (h == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (ctx == NULL || h != (Py_hash_t)(uintptr_t)ctx) {
+        PyErr_SetString(PyExc_TypeError,
+                        "cannot read the GMainContext of this GLib.MainContext "
+                        "(unsupported PyGObject?)");
+        return NULL;
+    }
+    return ctx;
+bad:
+    PyErr_Format(PyExc_TypeError,
+                 "context must be a GLib.MainContext or None, not %s",
+                 Py_TYPE(obj)->tp_name);
+    return NULL;
+}
+
+PyMethodDef gl_source_methods[] = {
+    {"_run_forever_native", (PyCFunction)loop_run_forever_native, METH_NOARGS,
+     run_native_doc},
+    {"_begin_external_run", (PyCFunction)loop_begin_external_run, METH_O,
+     PyDoc_STR("Mark the loop running while something else (an application's\n"
+               "run()) iterates its context; quit_func is called by stop().")},
+    {"_end_external_run", (PyCFunction)loop_end_external_run, METH_NOARGS,
+     PyDoc_STR("End an external run; raise a KeyboardInterrupt/SystemExit kept\n"
+               "from a callback.")},
+    {NULL, NULL, 0, NULL},
+};

@@ -40,12 +40,6 @@ typedef struct {
     int protocol_connected;
 } gl_stream;
 
-static inline gl_net_state *
-net(gl_stream *t)
-{
-    return &t->loop->st->net;
-}
-
 #define T(t) GL_TRANSPORT(t)
 
 /* ------------------------------------------------------------------ */
@@ -68,7 +62,7 @@ on_eof(gl_stream *t)
     if (t->loop->debug) {
         gl_transport_log(T(t), "debug", "%r received EOF");
     }
-    PyObject *r = PyObject_CallMethodNoArgs(t->protocol, net(t)->s_eof_received);
+    PyObject *r = PyObject_CallMethodNoArgs(t->protocol, GL_ST(t)->s_eof_received);
     if (r == NULL) {
         return fatal_error(t, "Fatal error: protocol.eof_received() call failed.");
     }
@@ -82,7 +76,7 @@ on_eof(gl_stream *t)
         t->read_eof = 1;
         return 0;
     }
-    PyObject *c = PyObject_CallMethodNoArgs((PyObject *)t, net(t)->s_close);
+    PyObject *c = PyObject_CallMethodNoArgs((PyObject *)t, GL_ST(t)->s_close);
     if (c == NULL) {
         return fatal_error(t, "Fatal error on transport");
     }
@@ -91,9 +85,9 @@ on_eof(gl_stream *t)
 }
 
 /* recv() with the error handling shared by both protocol kinds: returns
- * the byte count, 0 for EOF (after on_eof), -1 when nothing more can be
- * read now (would block, or the transport failed and was closed), -2 for
- * an exception that must stop the loop. */
+ * the byte count, 0 for EOF (after on_eof), GL_RC_AGAIN when nothing more
+ * can be read now (would block, or the transport failed and was closed),
+ * GL_RC_STOP for an exception that must stop the loop. */
 static Py_ssize_t
 recv_some(gl_stream *t, char *buf, size_t size)
 {
@@ -107,13 +101,13 @@ recv_some(gl_stream *t, char *buf, size_t size)
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
             t->read_pending = 0;
-            return -1;
+            return GL_RC_AGAIN;
         }
         PyErr_SetFromErrno(PyExc_OSError);
-        return fatal_error(t, "Fatal read error on socket transport") < 0 ? -2 : -1;
+        return fatal_error(t, "Fatal read error on socket transport") < 0 ? GL_RC_STOP : GL_RC_AGAIN;
     }
     t->read_pending = 0;
-    return on_eof(t) < 0 ? -2 : 0;
+    return on_eof(t) < 0 ? GL_RC_STOP : 0;
 }
 
 static Py_ssize_t
@@ -130,11 +124,11 @@ read_once_data(gl_stream *t)
     PyObject *data;
     Py_ssize_t queued;
     Py_ssize_t n = gl_transport_read_data(T(t), 1, read_fn, &data, &queued);
-    if (n == -3) {
+    if (n == GL_RC_ERROR) {
         return fatal_error(t, "Fatal read error on socket transport");
     }
     if (n <= 0) {
-        return n == -2 ? -1 : 0;
+        return n == GL_RC_STOP ? -1 : 0;
     }
     /* A short read drained the socket: later data makes a new edge.  Not
      * so once the peer closed: its FIN came with this edge. */
@@ -156,7 +150,7 @@ read_once_buffered(gl_stream *t)
     Py_ssize_t n = recv_some(t, view.buf, (size_t)size);
     PyBuffer_Release(&view);
     if (n <= 0) {
-        return n == -2 ? -1 : 0;
+        return n == GL_RC_STOP ? -1 : 0;
     }
     t->read_pending = n == size || t->peer_closed;
     if (gl_transport_buffer_updated(T(t), n) < 0) {
@@ -172,7 +166,7 @@ static int
 shutdown_write(gl_stream *t)
 {
     PyObject *how = PyLong_FromLong(SHUT_WR);
-    PyObject *r = how ? PyObject_CallMethodOneArg(t->file, net(t)->s_shutdown, how)
+    PyObject *r = how ? PyObject_CallMethodOneArg(t->file, GL_ST(t)->s_shutdown, how)
                       : NULL;
     Py_XDECREF(how);
     Py_XDECREF(r);
@@ -185,8 +179,8 @@ empty_waiter_done(gl_stream *t, PyObject *exc)
     if (t->empty_waiter == NULL) {
         return;
     }
-    int r = exc ? gl_future_set_exception(t->loop->st, t->empty_waiter, exc)
-                : gl_future_set_result(t->loop->st, t->empty_waiter, Py_None);
+    int r = exc ? gl_loop_future_set_exception(t->loop->st, t->empty_waiter, exc)
+                : gl_loop_future_set_result(t->loop->st, t->empty_waiter, Py_None);
     if (r < 0) {
         PyErr_WriteUnraisable((PyObject *)t);
     }
@@ -233,7 +227,7 @@ write_ready(gl_stream *t)
     if (t->closing) {
         t->conn_lost++;
         PyObject *r = PyObject_CallMethodOneArg((PyObject *)t,
-                                                net(t)->s__call_connection_lost,
+                                                GL_ST(t)->s__call_connection_lost,
                                                 Py_None);
         if (r == NULL) {
             return fatal_error(t, "Fatal error on transport");
@@ -249,7 +243,7 @@ write_ready(gl_stream *t)
 static PyObject *
 stream_write(gl_stream *t, PyObject *data)
 {
-    if (gl_transport_check_data(data) < 0) {
+    if (gl_wq_check_data(data) < 0) {
         return NULL;
     }
     if (t->eof) {
@@ -260,7 +254,7 @@ stream_write(gl_stream *t, PyObject *data)
         PyErr_SetString(PyExc_RuntimeError, "unable to write; sendfile is in progress");
         return NULL;
     }
-    int rc = gl_transport_write(T(t), data, 1, t->conn_lost || t->file == NULL,
+    int rc = gl_wq_write(T(t), data, 1, t->conn_lost || t->file == NULL,
                                 "socket.send() raised exception.");
     if (rc < 0 || (rc == 0 && fatal_error(t, "Fatal write error on socket transport") < 0)) {
         return NULL;
@@ -271,7 +265,7 @@ stream_write(gl_stream *t, PyObject *data)
 static PyObject *
 stream_writelines(gl_stream *t, PyObject *list)
 {
-    PyObject *joined = gl_transport_join(list);
+    PyObject *joined = gl_wq_join(list);
     if (joined == NULL) {
         return NULL;
     }
@@ -337,10 +331,10 @@ stream_call_connection_lost(gl_stream *t, PyObject *exc)
     t->server = NULL;
     if (server != NULL) {
 #if PY_VERSION_HEX >= 0x030D0000
-        PyObject *r = PyObject_CallMethodOneArg(server, net(t)->s__detach,
+        PyObject *r = PyObject_CallMethodOneArg(server, GL_ST(t)->s__detach,
                                                 (PyObject *)t);
 #else
-        PyObject *r = PyObject_CallMethodNoArgs(server, net(t)->s__detach);
+        PyObject *r = PyObject_CallMethodNoArgs(server, GL_ST(t)->s__detach);
 #endif
         if (r == NULL) {
             PyErr_WriteUnraisable((PyObject *)t);
@@ -426,12 +420,12 @@ stream_make_empty_waiter(gl_stream *t, PyObject *Py_UNUSED(ignored))
         PyErr_SetString(PyExc_RuntimeError, "Empty waiter is already set");
         return NULL;
     }
-    t->empty_waiter = gl_future_new(t->loop);
+    t->empty_waiter = gl_loop_future_new(t->loop);
     if (t->empty_waiter == NULL) {
         return NULL;
     }
     if (t->wsize == 0 &&
-        gl_future_set_result(t->loop->st, t->empty_waiter, Py_None) < 0) {
+        gl_loop_future_set_result(t->loop->st, t->empty_waiter, Py_None) < 0) {
         return NULL;
     }
     return Py_NewRef(t->empty_waiter);
@@ -490,7 +484,7 @@ static int
 set_nodelay(gl_stream *t)
 {
     /* As asyncio: only for sockets made as IPPROTO_TCP stream sockets. */
-    gl_net_state *n = net(t);
+    gl_state *n = GL_ST(t);
     long family = -1, type = -1, proto = -1;
     PyObject *names[3] = {n->s_family, n->s_type, n->s_proto};
     long *outs[3] = {&family, &type, &proto};
@@ -526,14 +520,14 @@ gl_stream_new(gl_loop *loop, PyObject *sock, PyObject *protocol,
         return NULL;
     }
     int fd = gl_sock_fileno(st, sock);
-    if (fd == -2) {
+    if (fd == GL_RC_ERROR) {
         return NULL;
     }
     if (fd < 0) {
         PyErr_SetString(PyExc_ValueError, "Invalid file descriptor: -1");
         return NULL;
     }
-    PyTypeObject *tp = st->net.StreamType;
+    PyTypeObject *tp = st->StreamType;
     gl_stream *t = (gl_stream *)tp->tp_alloc(tp, 0);
     if (t == NULL) {
         return NULL;
@@ -555,10 +549,10 @@ gl_stream_new(gl_loop *loop, PyObject *sock, PyObject *protocol,
     if (server != NULL && server != Py_None) {
         t->server = Py_NewRef(server);
 #if PY_VERSION_HEX >= 0x030D0000
-        PyObject *r = PyObject_CallMethodOneArg(server, st->net.s__attach,
+        PyObject *r = PyObject_CallMethodOneArg(server, st->s__attach,
                                                 (PyObject *)t);
 #else
-        PyObject *r = PyObject_CallMethodNoArgs(server, st->net.s__attach);
+        PyObject *r = PyObject_CallMethodNoArgs(server, st->s__attach);
 #endif
         if (r == NULL) {
             goto fail;
@@ -695,16 +689,10 @@ static PyType_Slot stream_slots[] = {
     {0, NULL},
 };
 
-static PyType_Spec stream_spec = {
+PyType_Spec gl_stream_spec = {
     .name = "glibloop._core.StreamTransport",
     .basicsize = sizeof(gl_stream),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
              Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = stream_slots,
 };
-
-PyTypeObject *
-gl_stream_make_type(PyObject *module)
-{
-    return gl_transport_make_type(module, &stream_spec, "_FlowControlMixin", NULL);
-}

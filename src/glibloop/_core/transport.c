@@ -1,7 +1,7 @@
 /* What the C transports share: the stream transport (stream.c), the pipe
  * transports (pipe.c) and the datagram transport (udp.c) begin with the
  * same fields (GL_TRANSPORT_HEAD, see internal.h), and this file holds the
- * code that works on those alone: the write queue of bytes objects, flow
+ * code that works on those alone (but the write queue, wq.c): flow
  * control and its mirrors in the asyncio base's slots, scheduling, error
  * reporting, closing the file, GC, the type slots and the methods whose
  * behaviour asyncio gives every transport alike.  What differs by kind of
@@ -19,19 +19,11 @@
 #include <unistd.h>
 #include <structmember.h>
 
-#define GL_TRANSPORT_IOV_MAX 64
 #define GL_TRANSPORT_HIGH_WATER (64 * 1024)   /* asyncio's defaults */
 /* After a read at least this large the next one asks FIONREAD (see
  * gl_transport_read_data): above it the copy costs more than the ioctl. */
 #define GL_TRANSPORT_EXACT_MIN (16 * 1024)
 #define GL_TRANSPORT_READS_PER_EVENT 16
-#define GL_TRANSPORT_LOG_CONNLOST_WRITES 5    /* asyncio's LOG_THRESHOLD_... */
-
-static inline gl_net_state *
-net(gl_transport *t)
-{
-    return &t->loop->st->net;
-}
 
 /* ------------------------------------------------------------------ */
 /* set-up and small helpers                                           */
@@ -68,7 +60,7 @@ gl_transport_init(gl_transport *t, gl_loop *loop, int fd, int flow_control,
 {
     t->loop = (gl_loop *)Py_NewRef(loop);
     t->fd = fd;
-    t->context = gl_net_context(context);
+    t->context = gl_loop_context(context);
     if (t->context == NULL) {
         return -1;
     }
@@ -87,7 +79,7 @@ gl_transport_set_protocol(gl_transport *t, PyObject *protocol, int detect_buffer
 {
     int buffered = 0;
     if (detect_buffered) {
-        buffered = PyObject_IsInstance(protocol, net(t)->buffered_protocol);
+        buffered = PyObject_IsInstance(protocol, GL_ST(t)->buffered_protocol);
         if (buffered < 0) {
             return -1;
         }
@@ -139,7 +131,7 @@ gl_transport_schedule_method(gl_transport *t, PyObject *name, PyObject *arg)
 int
 gl_transport_schedule_start(gl_transport *t, PyObject *waiter, int start_reading)
 {
-    gl_net_state *n = net(t);
+    gl_state *n = GL_ST(t);
     PyObject *made = PyObject_GetAttr(t->protocol, n->s_connection_made);
     if (made == NULL) {
         return -1;
@@ -164,7 +156,7 @@ gl_transport_schedule_start(gl_transport *t, PyObject *waiter, int start_reading
 void
 gl_transport_log(gl_transport *t, const char *level, const char *fmt)
 {
-    PyObject *r = PyObject_CallMethod(net(t)->logger, level, "sO", fmt, (PyObject *)t);
+    PyObject *r = PyObject_CallMethod(GL_ST(t)->logger, level, "sO", fmt, (PyObject *)t);
     if (r == NULL) {
         PyErr_WriteUnraisable((PyObject *)t);
     }
@@ -199,8 +191,8 @@ gl_transport_close_file(gl_transport *t)
 /* ------------------------------------------------------------------ */
 /* reading                                                            */
 
-/* The read straight into the bytes object; -4: not done (nothing queued,
- * or no FIONREAD on this fd), use the read buffer. */
+/* The read straight into the bytes object; GL_RC_NOT_DONE: not done
+ * (nothing queued, or no FIONREAD on this fd), use the read buffer. */
 static Py_ssize_t
 read_exact(gl_transport *t, gl_transport_read_fn read_fn, PyObject **data,
            Py_ssize_t *queued)
@@ -208,15 +200,15 @@ read_exact(gl_transport *t, gl_transport_read_fn read_fn, PyObject **data,
     int avail = 0;
     if (ioctl(t->fd, FIONREAD, &avail) < 0) {
         t->no_fionread = 1;
-        return -4;
+        return GL_RC_NOT_DONE;
     }
     if (avail <= 0) {
-        return -4;  /* maybe EOF or an error: the read buffer's read says */
+        return GL_RC_NOT_DONE;  /* maybe EOF or an error: the read buffer's read says */
     }
     Py_ssize_t want = avail < GL_READBUF_SIZE ? avail : GL_READBUF_SIZE;
     PyObject *bytes = PyBytes_FromStringAndSize(NULL, want);
     if (bytes == NULL) {
-        return -3;
+        return GL_RC_ERROR;
     }
     Py_ssize_t n = read_fn(t, PyBytes_AS_STRING(bytes), (size_t)want);
     if (n <= 0) {
@@ -224,7 +216,7 @@ read_exact(gl_transport *t, gl_transport_read_fn read_fn, PyObject **data,
         return n;
     }
     if (n < want && _PyBytes_Resize(&bytes, n) < 0) {
-        return -3;
+        return GL_RC_ERROR;
     }
     *data = bytes;
     *queued = avail;
@@ -237,18 +229,18 @@ gl_transport_read_data(gl_transport *t, int can_ask, gl_transport_read_fn read_f
 {
     *data = NULL;
     *queued = 0;
-    Py_ssize_t n = -4;
+    Py_ssize_t n = GL_RC_NOT_DONE;
     if (can_ask && !t->no_fionread && t->last_read >= GL_TRANSPORT_EXACT_MIN) {
         n = read_exact(t, read_fn, data, queued);
     }
-    if (n == -4) {
-        char *buf = gl_loop_readbuf(t->loop);
+    if (n == GL_RC_NOT_DONE) {
+        char *buf = gl_poll_readbuf(&t->loop->poll);
         if (buf == NULL) {
-            return -3;
+            return GL_RC_ERROR;
         }
         n = read_fn(t, buf, GL_READBUF_SIZE);
         if (n > 0 && (*data = PyBytes_FromStringAndSize(buf, n)) == NULL) {
-            return -3;
+            return GL_RC_ERROR;
         }
     }
     if (n > 0) {
@@ -261,7 +253,7 @@ int
 gl_transport_data_received(gl_transport *t, PyObject *data)
 {
     PyObject *cb = gl_transport_protocol_method(t, &t->data_received,
-                                                net(t)->s_data_received);
+                                                GL_ST(t)->s_data_received);
     PyObject *r = cb ? PyObject_CallOneArg(cb, data) : NULL;
     Py_DECREF(data);
     Py_XDECREF(r);
@@ -271,7 +263,7 @@ gl_transport_data_received(gl_transport *t, PyObject *data)
 int
 gl_transport_get_buffer(gl_transport *t, Py_buffer *view)
 {
-    PyObject *cb = gl_transport_protocol_method(t, &t->get_buffer, net(t)->s_get_buffer);
+    PyObject *cb = gl_transport_protocol_method(t, &t->get_buffer, GL_ST(t)->s_get_buffer);
     PyObject *hint = PyLong_FromLong(-1);
     PyObject *buf = (cb && hint) ? PyObject_CallOneArg(cb, hint) : NULL;
     Py_XDECREF(hint);
@@ -295,7 +287,7 @@ int
 gl_transport_buffer_updated(gl_transport *t, Py_ssize_t n)
 {
     PyObject *cb = gl_transport_protocol_method(t, &t->buffer_updated,
-                                                net(t)->s_buffer_updated);
+                                                GL_ST(t)->s_buffer_updated);
     PyObject *count = PyLong_FromSsize_t(n);
     PyObject *r = (cb && count) ? PyObject_CallOneArg(cb, count) : NULL;
     Py_XDECREF(count);
@@ -318,7 +310,7 @@ schedule_read(gl_transport *t)
     if (t->read_scheduled) {
         return 0;
     }
-    if (gl_transport_schedule_method(t, net(t)->s__read_ready, NULL) < 0) {
+    if (gl_transport_schedule_method(t, GL_ST(t)->s__read_ready, NULL) < 0) {
         return -1;
     }
     t->read_scheduled = 1;
@@ -372,9 +364,9 @@ gl_transport_on_event(gl_loop *loop, PyObject *owner, uint32_t ev)
         t->deferred |= ev;
         return 0;
     }
-    gl_net_frame f;
-    gl_net_enter(loop, t->context, &f);
-    return gl_net_leave(loop, &f, handle_events(t, ev));
+    gl_sched_frame f;
+    gl_sched_enter(loop, t->context, &f);
+    return gl_sched_leave(loop, &f, handle_events(t, ev));
 }
 
 PyObject *
@@ -483,13 +475,10 @@ gl_transport_fatal_error(gl_transport *t, const char *message, int eio_only,
     if (exc == NULL) {
         return 0;
     }
-    if (gl_exc_is_fatal(exc)) {
-        gl_err_restore(exc);
-        return -1;
-    }
     Py_INCREF(t);
     if (!is_quiet(exc, eio_only) &&
-        gl_net_report(t->loop, message, exc, (PyObject *)t, t->protocol, NULL) < 0) {
+        gl_loop_report_error(t->loop, exc, NULL, (PyObject *)t, t->protocol, NULL,
+                             "%s", message) < 0) {
         /* The handler raised SystemExit/KeyboardInterrupt: as asyncio's
          * _fatal_error, it propagates before the transport is closed. */
         Py_DECREF(exc);
@@ -497,7 +486,7 @@ gl_transport_fatal_error(gl_transport *t, const char *message, int eio_only,
         return -1;
     }
     else if (t->loop->debug) {
-        PyObject *r = PyObject_CallMethod(net(t)->logger, "debug", "sOs", "%r: %s",
+        PyObject *r = PyObject_CallMethod(GL_ST(t)->logger, "debug", "sOs", "%r: %s",
                                           (PyObject *)t, message);
         if (r == NULL) {
             PyErr_WriteUnraisable((PyObject *)t);
@@ -523,7 +512,7 @@ gl_transport_close(gl_transport *t)
         return 0;  /* the writable edge that empties the queue finishes */
     }
     t->conn_lost++;
-    return gl_transport_schedule_method(t, net(t)->s__call_connection_lost, Py_None);
+    return gl_transport_schedule_method(t, GL_ST(t)->s__call_connection_lost, Py_None);
 }
 
 int
@@ -535,7 +524,7 @@ gl_transport_force_close(gl_transport *t, PyObject *exc)
     gl_wq_clear(t);
     t->closing = 1;
     t->conn_lost++;
-    return gl_transport_schedule_method(t, net(t)->s__call_connection_lost,
+    return gl_transport_schedule_method(t, GL_ST(t)->s__call_connection_lost,
                                         exc ? exc : Py_None);
 }
 
@@ -544,7 +533,7 @@ gl_transport_connection_lost(gl_transport *t, PyObject *exc, int call)
 {
     PyObject *res = NULL;
     if (call && t->protocol != NULL) {
-        res = PyObject_CallMethodOneArg(t->protocol, net(t)->s_connection_lost, exc);
+        res = PyObject_CallMethodOneArg(t->protocol, GL_ST(t)->s_connection_lost, exc);
     }
     else {
         res = Py_NewRef(Py_None);
@@ -564,229 +553,6 @@ gl_transport_connection_lost(gl_transport *t, PyObject *exc, int call)
 }
 
 /* ------------------------------------------------------------------ */
-/* the write queue                                                    */
-
-void
-gl_wq_clear(gl_transport *t)
-{
-    gl_wchunk *wq = t->wq;
-    Py_ssize_t head = t->wq_head, len = t->wq_len;
-    t->wq = NULL;
-    t->wq_head = t->wq_len = t->wq_cap = 0;
-    t->wsize = 0;
-    for (Py_ssize_t i = 0; i < len; i++) {
-        Py_DECREF(wq[head + i].obj);
-    }
-    PyMem_Free(wq);
-}
-
-int
-gl_wq_push(gl_transport *t, PyObject *bytes, Py_ssize_t off)
-{
-    if (t->wq_head + t->wq_len == t->wq_cap) {
-        if (t->wq_head > 0) {
-            memmove(t->wq, t->wq + t->wq_head, (size_t)t->wq_len * sizeof(gl_wchunk));
-            t->wq_head = 0;
-        }
-        if (t->wq_len == t->wq_cap) {
-            Py_ssize_t cap = t->wq_cap ? t->wq_cap * 2 : 8;
-            gl_wchunk *wq = PyMem_Realloc(t->wq, (size_t)cap * sizeof(gl_wchunk));
-            if (wq == NULL) {
-                PyErr_NoMemory();
-                return -1;
-            }
-            t->wq = wq;
-            t->wq_cap = cap;
-        }
-    }
-    t->wq[t->wq_head + t->wq_len].obj = Py_NewRef(bytes);
-    t->wq[t->wq_head + t->wq_len].off = off;
-    t->wq_len++;
-    t->wsize += PyBytes_GET_SIZE(bytes) - off;
-    return 0;
-}
-
-void
-gl_wq_consume(gl_transport *t, Py_ssize_t n)
-{
-    t->wsize -= n;
-    while (n > 0 && t->wq_len > 0) {
-        gl_wchunk *c = &t->wq[t->wq_head];
-        Py_ssize_t left = PyBytes_GET_SIZE(c->obj) - c->off;
-        if (n < left) {
-            c->off += n;
-            return;
-        }
-        n -= left;
-        PyObject *obj = c->obj;
-        t->wq_head++;
-        t->wq_len--;
-        Py_DECREF(obj);
-    }
-    if (t->wq_len == 0) {
-        t->wq_head = 0;
-    }
-}
-
-int
-gl_wq_flush(gl_transport *t, int is_socket)
-{
-    while (t->wq_len > 0) {
-        struct iovec iov[GL_TRANSPORT_IOV_MAX];
-        int niov = 0;
-        size_t total = 0;
-        for (Py_ssize_t i = 0; i < t->wq_len && niov < GL_TRANSPORT_IOV_MAX; i++) {
-            gl_wchunk *c = &t->wq[t->wq_head + i];
-            iov[niov].iov_base = PyBytes_AS_STRING(c->obj) + c->off;
-            iov[niov].iov_len = (size_t)(PyBytes_GET_SIZE(c->obj) - c->off);
-            total += iov[niov].iov_len;
-            niov++;
-        }
-        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)niov};
-        ssize_t n;
-        do {
-            n = is_socket ? sendmsg(t->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL)
-                          : writev(t->fd, iov, niov);
-        } while (n < 0 && errno == EINTR);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                return 0;
-            }
-            PyErr_SetFromErrno(PyExc_OSError);
-            return -1;
-        }
-        gl_wq_consume(t, n);
-        if ((size_t)n < total) {
-            return 0;  /* full: the next writable edge brings us back */
-        }
-    }
-    return 0;
-}
-
-int
-gl_transport_check_data(PyObject *data)
-{
-    if (PyBytes_Check(data) || PyByteArray_Check(data) || PyMemoryView_Check(data)) {
-        return 0;
-    }
-    /* asyncio's stream transport words it so from 3.14 on */
-#if PY_VERSION_HEX >= 0x030E0000
-    PyErr_Format(PyExc_TypeError,
-                 "data argument must be a bytes, bytearray, or memoryview object, not '%s'",
-                 _PyType_Name(Py_TYPE(data)));
-#else
-    PyErr_Format(PyExc_TypeError, "data argument must be a bytes-like object, not '%s'",
-                 _PyType_Name(Py_TYPE(data)));
-#endif
-    return -1;
-}
-
-/* Queues view's bytes from sent on; releases view. */
-static int
-queue_rest(gl_transport *t, PyObject *data, Py_buffer *view, Py_ssize_t sent)
-{
-    PyObject *chunk;
-    Py_ssize_t off = 0;
-    if (PyBytes_CheckExact(data)) {
-        chunk = Py_NewRef(data);
-        off = sent;
-    }
-    else {
-        /* the caller could change it before it is sent */
-        chunk = PyBytes_FromStringAndSize((char *)view->buf + sent, view->len - sent);
-    }
-    PyBuffer_Release(view);
-    if (chunk == NULL) {
-        return -1;
-    }
-    int rc = gl_wq_push(t, chunk, off);
-    Py_DECREF(chunk);
-    if (rc < 0 || gl_transport_maybe_pause(t) < 0) {
-        return -1;
-    }
-    return 1;
-}
-
-int
-gl_transport_write(gl_transport *t, PyObject *data, int is_socket, int refused,
-                   const char *refused_warning)
-{
-    if (PyMemoryView_Check(data) &&
-        !PyBuffer_IsContiguous(PyMemoryView_GET_BUFFER(data), 'C')) {
-        /* A strided memoryview passes write()'s type check (asyncio's
-         * too, whose send() then fails and closes the transport): its
-         * bytes are sent, in order, as one copy. */
-        PyObject *flat = PyBytes_FromObject(data);
-        if (flat == NULL) {
-            return -1;
-        }
-        int rc = gl_transport_write(t, flat, is_socket, refused, refused_warning);
-        Py_DECREF(flat);
-        return rc;
-    }
-    Py_buffer view;
-    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
-        return -1;
-    }
-    if (view.len == 0) {
-        PyBuffer_Release(&view);
-        return 1;
-    }
-    if (refused) {
-        /* Never write to the fd of a lost connection: it may be reused. */
-        PyBuffer_Release(&view);
-        if (t->conn_lost >= GL_TRANSPORT_LOG_CONNLOST_WRITES) {
-            PyObject *r = PyObject_CallMethod(net(t)->logger, "warning", "s",
-                                              refused_warning);
-            if (r == NULL) {
-                return -1;
-            }
-            Py_DECREF(r);
-        }
-        t->conn_lost++;
-        return 1;
-    }
-    Py_ssize_t sent = 0;
-    if (t->wsize == 0) {
-        ssize_t n;
-        do {
-            n = is_socket ? send(t->fd, view.buf, (size_t)view.len, MSG_DONTWAIT | MSG_NOSIGNAL)
-                          : write(t->fd, view.buf, (size_t)view.len);
-        } while (n < 0 && errno == EINTR);
-        if (n < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK) {
-                PyBuffer_Release(&view);
-                PyErr_SetFromErrno(PyExc_OSError);
-                return 0;
-            }
-            n = 0;
-        }
-        sent = n;
-        if (sent == view.len) {
-            PyBuffer_Release(&view);
-            return 1;
-        }
-    }
-    return queue_rest(t, data, &view, sent);
-}
-
-PyObject *
-gl_transport_join(PyObject *list)
-{
-    PyObject *empty = PyBytes_FromStringAndSize(NULL, 0);
-    if (empty == NULL) {
-        return NULL;
-    }
-#if PY_VERSION_HEX >= 0x030E0000
-    PyObject *joined = PyBytes_Join(empty, list);   /* public since 3.14 */
-#else
-    PyObject *joined = _PyBytes_Join(empty, list);
-#endif
-    Py_DECREF(empty);
-    return joined;
-}
-
-/* ------------------------------------------------------------------ */
 /* flow control                                                       */
 
 static int
@@ -796,12 +562,8 @@ call_protocol_hook(gl_transport *t, PyObject *name, const char *message)
     PyObject *r = PyObject_CallMethodNoArgs(proto, name);
     if (r == NULL) {
         PyObject *exc = gl_err_fetch();
-        if (gl_exc_is_fatal(exc)) {
-            gl_err_restore(exc);
-            Py_DECREF(proto);
-            return -1;
-        }
-        int rc = gl_net_report(t->loop, message, exc, (PyObject *)t, proto, NULL);
+        int rc = gl_loop_report_error(t->loop, exc, NULL, (PyObject *)t, proto, NULL,
+                                      "%s", message);
         Py_DECREF(exc);
         Py_DECREF(proto);
         return rc;
@@ -819,7 +581,7 @@ gl_transport_maybe_pause(gl_transport *t)
     }
     t->protocol_paused = 1;
     mirror_paused(t);
-    return call_protocol_hook(t, net(t)->s_pause_writing,
+    return call_protocol_hook(t, GL_ST(t)->s_pause_writing,
                               "protocol.pause_writing() failed");
 }
 
@@ -831,7 +593,7 @@ gl_transport_maybe_resume(gl_transport *t)
     }
     t->protocol_paused = 0;
     mirror_paused(t);
-    return call_protocol_hook(t, net(t)->s_resume_writing,
+    return call_protocol_hook(t, GL_ST(t)->s_resume_writing,
                               "protocol.resume_writing() failed");
 }
 
@@ -942,9 +704,8 @@ layout_matches(PyObject *base)
                offsetof(gl_transport, fc_protocol_paused);
 }
 
-PyTypeObject *
-gl_transport_make_type(PyObject *module, PyType_Spec *spec, const char *base_name,
-                       const char *base2_name)
+PyObject *
+gl_transport_bases(const char *base_name, const char *base2_name)
 {
     PyObject *mod = PyImport_ImportModule("asyncio.transports");
     if (mod == NULL) {
@@ -957,21 +718,61 @@ gl_transport_make_type(PyObject *module, PyType_Spec *spec, const char *base_nam
         Py_XDECREF(base);
         return NULL;
     }
-    PyObject *bases = base2 ? PyTuple_Pack(2, base, base2) : PyTuple_Pack(1, base);
-    PyObject *type = NULL;
-    if (bases != NULL) {
-        if (layout_matches(base)) {
-            type = PyType_FromModuleAndSpec(module, spec, bases);
-        }
-        else {
-            PyErr_Format(PyExc_RuntimeError,
-                         "asyncio.transports.%s has an unexpected layout", base_name);
-        }
+    PyObject *bases = NULL;
+    if (layout_matches(base)) {
+        bases = base2 ? PyTuple_Pack(2, base, base2) : PyTuple_Pack(1, base);
     }
-    Py_XDECREF(bases);
+    else {
+        PyErr_Format(PyExc_RuntimeError,
+                     "asyncio.transports.%s has an unexpected layout", base_name);
+    }
     Py_DECREF(base);
     Py_XDECREF(base2);
-    return (PyTypeObject *)type;
+    return bases;
+}
+
+/* ------------------------------------------------------------------ */
+/* extra info                                                         */
+
+static int
+set_sock_info(PyObject *dict, PyObject *sock, PyObject *name, PyObject *method)
+{
+    PyObject *v = PyObject_CallMethodNoArgs(sock, method);
+    if (v == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_OSError)) {
+            return -1;
+        }
+        PyErr_Clear();
+        v = Py_NewRef(Py_None);
+    }
+    int rc = PyDict_SetItem(dict, name, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+PyObject *
+gl_transport_extra(gl_state *st, PyObject *sock, PyObject *extra)
+{
+    gl_state *n = st;
+    PyObject *d = extra && extra != Py_None ? PyDict_Copy(extra) : PyDict_New();
+    if (d == NULL) {
+        return NULL;
+    }
+    PyObject *trsock = PyObject_CallOneArg(n->transport_socket, sock);
+    if (trsock == NULL || PyDict_SetItem(d, n->s_socket, trsock) < 0 ||
+        set_sock_info(d, sock, n->s_sockname, n->s_getsockname) < 0) {
+        Py_XDECREF(trsock);
+        Py_DECREF(d);
+        return NULL;
+    }
+    Py_DECREF(trsock);
+    int has = PyDict_Contains(d, n->s_peername);
+    if (has < 0 || (has == 0 && set_sock_info(d, sock, n->s_peername,
+                                              n->s_getpeername) < 0)) {
+        Py_DECREF(d);
+        return NULL;
+    }
+    return d;
 }
 
 /* ------------------------------------------------------------------ */

@@ -50,12 +50,6 @@ typedef struct {
 
 static int udp_on_event(gl_loop *loop, PyObject *owner, uint32_t ev);
 
-static inline gl_net_state *
-net(gl_udp *t)
-{
-    return &t->loop->st->net;
-}
-
 static void
 q_clear(gl_udp *t)
 {
@@ -156,7 +150,7 @@ error_received(gl_udp *t)
 {
     PyObject *exc = gl_err_fetch();
     PyObject *r = t->protocol
-        ? PyObject_CallMethodOneArg(t->protocol, net(t)->s_error_received, exc)
+        ? PyObject_CallMethodOneArg(t->protocol, GL_ST(t)->s_error_received, exc)
         : Py_NewRef(Py_None);
     Py_DECREF(exc);
     if (r == NULL) {
@@ -174,7 +168,7 @@ error_received(gl_udp *t)
 static int
 read_one(gl_udp *t)
 {
-    char *buf = gl_loop_readbuf(t->loop);
+    char *buf = gl_poll_readbuf(&t->loop->poll);
     if (buf == NULL) {
         return fatal_error(t, "Fatal read error on datagram transport");
     }
@@ -192,7 +186,7 @@ read_one(gl_udp *t)
         PyErr_SetFromErrno(PyExc_OSError);
         return error_received(t) < 0 ? -1 : 1;
     }
-    PyObject *addr = sslen > 0 ? gl_sockaddr_to_py(&ss, sslen) : NULL;
+    PyObject *addr = sslen > 0 ? gl_sock_addr_to_py(&ss, sslen) : NULL;
     if (addr == NULL) {
         if (PyErr_Occurred()) {
             return fatal_error(t, "Fatal read error on datagram transport");
@@ -205,20 +199,15 @@ read_one(gl_udp *t)
         return fatal_error(t, "Fatal read error on datagram transport");
     }
     PyObject *vargs[3] = {t->protocol, data, addr};
-    PyObject *r = PyObject_VectorcallMethod(net(t)->s_datagram_received, vargs, 3,
+    PyObject *r = PyObject_VectorcallMethod(GL_ST(t)->s_datagram_received, vargs, 3,
                                             NULL);
     Py_DECREF(data);
     Py_DECREF(addr);
     if (r == NULL) {
         /* asyncio lets the loop log it and keeps the transport open. */
         PyObject *exc = gl_err_fetch();
-        if (gl_exc_is_fatal(exc)) {
-            gl_err_restore(exc);
-            return -1;
-        }
-        int rc = gl_net_report(t->loop,
-                               "Fatal error: protocol.datagram_received() call failed.",
-                               exc, (PyObject *)t, t->protocol, NULL);
+        int rc = gl_loop_report_error(t->loop, exc, NULL, (PyObject *)t, t->protocol, NULL,
+                                      "Fatal error: protocol.datagram_received() call failed.");
         Py_DECREF(exc);
         return rc < 0 ? -1 : 1;
     }
@@ -237,7 +226,7 @@ addr_to_sockaddr(gl_udp *t, PyObject *addr)
         return 1;
     }
     PyErr_Clear();
-    int rc = gl_sockaddr_from_py(t->family, addr, &t->last_sa, &t->last_salen);
+    int rc = gl_sock_addr_from_py(t->family, addr, &t->last_sa, &t->last_salen);
     if (rc == 1) {
         Py_XSETREF(t->last_addr, Py_NewRef(addr));
     }
@@ -264,7 +253,7 @@ send_one(gl_udp *t, PyObject *data, PyObject *addr)
     if (conv == 0) {
         /* A name to resolve or an unusual family: the socket module. */
         PyBuffer_Release(&view);
-        PyObject *r = PyObject_CallMethodObjArgs(t->file, net(t)->s_sendto, data,
+        PyObject *r = PyObject_CallMethodObjArgs(t->file, GL_ST(t)->s_sendto, data,
                                                  addr, NULL);
         if (r == NULL) {
             if (PyErr_ExceptionMatches(PyExc_BlockingIOError) ||
@@ -335,7 +324,7 @@ write_ready(gl_udp *t)
         if (t->closing && !t->conn_lost) {
             t->conn_lost++;
             PyObject *r = PyObject_CallMethodOneArg((PyObject *)t,
-                                                    net(t)->s__call_connection_lost,
+                                                    GL_ST(t)->s__call_connection_lost,
                                                     Py_None);
             if (r == NULL) {
                 return fatal_error(t, "Fatal error on transport");
@@ -370,9 +359,9 @@ static int
 udp_on_event(gl_loop *loop, PyObject *owner, uint32_t ev)
 {
     gl_udp *t = (gl_udp *)owner;
-    gl_net_frame f;
-    gl_net_enter(loop, t->context, &f);
-    return gl_net_leave(loop, &f, handle_events(t, ev));
+    gl_sched_frame f;
+    gl_sched_enter(loop, t->context, &f);
+    return gl_sched_leave(loop, &f, handle_events(t, ev));
 }
 
 /* ------------------------------------------------------------------ */
@@ -449,7 +438,7 @@ udp_sendto(gl_udp *t, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
     }
     if (t->conn_lost && t->address != NULL) {
         if (t->conn_lost >= GL_LOG_THRESHOLD_FOR_CONNLOST_WRITES) {
-            PyObject *r = PyObject_CallMethod(net(t)->logger, "warning", "s",
+            PyObject *r = PyObject_CallMethod(GL_ST(t)->logger, "warning", "s",
                                               "socket.send() raised exception.");
             Py_XDECREF(r);
             if (r == NULL) {
@@ -558,10 +547,10 @@ loop_make_datagram_transport(gl_loop *loop, PyObject *args, PyObject *kwds)
     }
     gl_state *st = loop->st;
     int fd = gl_sock_fileno(st, sock);
-    if (fd == -2) {
+    if (fd == GL_RC_ERROR) {
         return NULL;
     }
-    PyTypeObject *tp = st->net.DatagramType;
+    PyTypeObject *tp = st->DatagramType;
     gl_udp *t = (gl_udp *)tp->tp_alloc(tp, 0);
     if (t == NULL) {
         return NULL;
@@ -574,7 +563,7 @@ loop_make_datagram_transport(gl_loop *loop, PyObject *args, PyObject *kwds)
     if (address != Py_None) {
         t->address = Py_NewRef(address);
     }
-    PyObject *family = PyObject_GetAttr(sock, st->net.s_family);
+    PyObject *family = PyObject_GetAttr(sock, st->s_family);
     if (family == NULL) {
         goto fail;
     }
@@ -583,7 +572,7 @@ loop_make_datagram_transport(gl_loop *loop, PyObject *args, PyObject *kwds)
     if (PyErr_Occurred() || (t->extra = gl_transport_extra(st, sock, extra)) == NULL) {
         goto fail;
     }
-    PyObject *peer = PyDict_GetItemWithError(t->extra, st->net.s_peername);
+    PyObject *peer = PyDict_GetItemWithError(t->extra, st->s_peername);
     if (peer == NULL && PyErr_Occurred()) {
         goto fail;
     }
@@ -691,17 +680,9 @@ static PyType_Slot udp_slots[] = {
     {0, NULL},
 };
 
-static PyType_Spec udp_spec = {
+PyType_Spec gl_udp_spec = {
     .name = "glibloop._core.DatagramTransport",
     .basicsize = sizeof(gl_udp),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = udp_slots,
 };
-
-PyTypeObject *
-gl_udp_make_type(PyObject *module)
-{
-    /* As asyncio's own datagram transport: a _FlowControlMixin too. */
-    return gl_transport_make_type(module, &udp_spec, "_FlowControlMixin",
-                                  "DatagramTransport");
-}
